@@ -1,0 +1,161 @@
+"""The upstream checkout: LightTTS plus the repositories it contains, in either layout.
+
+Layouts: real submodules (`git clone --recursive`: `cosyvoice/.git` is a file pointing into
+`.git/modules/`) and plain nested clones (`cosyvoice/.git` is a directory). Both are opened with
+GitPython; each target file is read and written through its own repository's root.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+import git
+from gitdb.exc import BadName, BadObject
+
+from .errors import CheckoutError, Problem
+from .series import RepoPin, TargetFile
+
+SENTINEL = "light_tts/server/api_server.py"  # what makes a directory a LightTTS checkout
+STATE_DIR_NAME = "lighttts-a10"  # inside the superproject's git dir: lock, journal, saved files
+
+PRISTINE, OURS, FOREIGN, MISSING, UNSAFE = "pristine", "ours", "foreign", "missing", "unsafe"
+
+
+def blob_id(data: bytes) -> str:
+    """The git blob id of `data` (what `git hash-object` prints)."""
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def file_mode(path: Path) -> str:
+    return "100755" if os.stat(path).st_mode & stat.S_IXUSR else "100644"
+
+
+@dataclass(frozen=True)
+class FileStatus:
+    target: TargetFile
+    state: str  # PRISTINE, OURS, FOREIGN, MISSING or UNSAFE
+    blob: str | None = None
+    mode: str | None = None
+    reason: str = ""
+
+
+def open_repo(path: Path) -> git.Repo:
+    """The git repository whose top level is exactly `path`."""
+    try:
+        repo = git.Repo(path)
+    except (git.InvalidGitRepositoryError, git.NoSuchPathError) as error:
+        raise CheckoutError(f"{path} is not a git checkout",
+                            hint="pass the root of a LightTTS clone (git clone --recursive https://github.com/ModelTC/LightTTS)") from error
+    top = repo.working_tree_dir
+    if top is None or Path(top).resolve() != path.resolve():
+        raise CheckoutError(f"{path} is inside a git checkout but is not its top level ({top})",
+                            hint="pass the LightTTS root, the folder that holds light_tts/ and .gitmodules")
+    return repo
+
+
+def open_superproject(root: Path) -> git.Repo:
+    """Check that `root` is the top of a LightTTS git checkout, whatever its pin."""
+    if not root.exists():
+        raise CheckoutError(f"{root} does not exist", hint="pass the path of your LightTTS checkout (or set LIGHTTTS_DIR)")
+    if not root.is_dir():
+        raise CheckoutError(f"{root} is not a directory", hint="pass the path of your LightTTS checkout (or set LIGHTTTS_DIR)")
+    repo = open_repo(root)
+    if not (root / SENTINEL).is_file():
+        raise CheckoutError(f"{root} is a git checkout but not of LightTTS (no {SENTINEL})",
+                            hint="pass the root of a ModelTC/LightTTS clone")
+    return repo
+
+
+class Checkout:
+    """A LightTTS checkout opened for one patch set: the superproject and each pinned repository."""
+
+    def __init__(self, root: Path, pins: dict[str, RepoPin]) -> None:
+        self.root = root.resolve()
+        self.pins = pins
+        self.superproject = open_superproject(self.root)
+        submodules = {sm.path: sm for sm in self.superproject.submodules}
+        self.repos: dict[str, git.Repo] = {".": self.superproject}
+        self.layouts: dict[str, str] = {".": "superproject"}
+        for path in pins:
+            if path == ".":
+                continue
+            location = self.root / path
+            if not (location / ".git").exists():
+                raise CheckoutError(
+                    f"{path} is missing or not checked out in {self.root}",
+                    hint=f"run `git submodule update --init --recursive` in {self.root}" if path in submodules
+                    else f"this checkout does not have {path} as a repository: is it the pinned LightTTS?")
+            self.repos[path] = open_repo(location)
+            registered = path in submodules
+            self.layouts[path] = ("submodule" if (location / ".git").is_file() else "nested clone") if registered \
+                else "unregistered clone"
+
+    # -- paths -----------------------------------------------------------------------------
+    def resolve(self, relative: str) -> Path:
+        """Absolute path of a target file; raises if it (or a parent) leads outside the checkout."""
+        path = self.root / relative
+        real = Path(os.path.realpath(path))
+        if real != self.root and self.root not in real.parents:
+            raise CheckoutError(f"{relative} leads outside the checkout (to {real})",
+                                [Problem("unsafe-path", f"{relative} resolves to {real}, outside {self.root}", path=relative)])
+        return path
+
+    @property
+    def state_dir(self) -> Path:
+        """Where the lock, the journal and saved files live: inside the superproject's git dir."""
+        return Path(self.superproject.git_dir) / STATE_DIR_NAME
+
+    # -- states ----------------------------------------------------------------------------
+    def status(self, target: TargetFile) -> FileStatus:
+        path = self.root / target.path
+        try:
+            self.resolve(target.path)
+        except CheckoutError as error:
+            return FileStatus(target, UNSAFE, reason=error.message)
+        if not os.path.lexists(path):
+            return FileStatus(target, MISSING, reason="the file does not exist")
+        info = os.lstat(path)
+        if stat.S_ISLNK(info.st_mode):
+            return FileStatus(target, UNSAFE, reason=f"is a symbolic link (to {os.readlink(path)})")
+        if not stat.S_ISREG(info.st_mode):
+            return FileStatus(target, UNSAFE, reason="is not a regular file")
+        blob = blob_id(path.read_bytes())
+        state = PRISTINE if blob == target.pre else OURS if blob == target.post else FOREIGN
+        return FileStatus(target, state, blob, file_mode(path))
+
+    def read_text(self, target: TargetFile) -> str:
+        return (self.root / target.path).read_bytes().decode("utf-8", "surrogateescape")
+
+    def pinned_bytes(self, target: TargetFile) -> bytes:
+        """The file as upstream has it at the pin, from the owning repository's git objects."""
+        repo = self.repos[target.repo]
+        try:
+            return repo.odb.stream(bytes.fromhex(target.pre)).read()
+        except (BadObject, BadName, ValueError) as error:
+            raise CheckoutError(f"the pinned version of {target.path} (blob {target.pre}) is not in {target.repo}'s git objects",
+                                hint="fetch the upstream history (git fetch, or git submodule update) and retry") from error
+
+    # -- git views --------------------------------------------------------------------------
+    def head(self, repo_path: str) -> str:
+        try:
+            return self.repos[repo_path].head.commit.hexsha
+        except ValueError:
+            return "(no commit)"
+
+    def is_clean(self, target: TargetFile) -> bool:
+        repo = self.repos[target.repo]
+        return not repo.git.status("--porcelain", "--", target.path_in_repo).strip()
+
+    def commits_since_pin(self, target: TargetFile) -> list[str]:
+        """Upstream commits between the pin and HEAD that changed this file (drift), when known."""
+        repo = self.repos[target.repo]
+        pin = self.pins[target.repo].commit
+        try:
+            log = repo.git.log("--format=%h %ad %s", "--date=short", f"{pin}..HEAD", "--", target.path_in_repo)
+        except git.GitCommandError:
+            return []
+        return [line for line in log.splitlines() if line.strip()]

@@ -1,0 +1,62 @@
+"""One exception type per kind of refusal, each mapped to the exit code the CLI returns."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class Problem:
+    """One thing wrong with the checkout or the series, named precisely enough to act on."""
+
+    kind: str  # e.g. "foreign-file", "hunk-mismatch", "checksum", "unsafe-path"
+    message: str
+    path: str | None = None
+    patch: str | None = None
+    hunk: int | None = None
+    line: int | None = None
+    expected: str | None = None
+    found: str | None = None
+    commits: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v not in (None, [])}
+
+
+class OverlayError(Exception):
+    """A refusal. Whatever raised it wrote nothing (or restored what it wrote)."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, problems: list[Problem] | None = None, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.problems = problems or []
+        self.hint = hint
+
+
+class UsageError(OverlayError):
+    """Bad command line: exit 2, like argparse."""
+
+    exit_code = 2
+
+
+class CheckoutError(OverlayError):
+    """PATH is not a usable LightTTS checkout (not a directory, not git, submodule missing...)."""
+
+
+class SeriesError(OverlayError):
+    """The patch series itself is broken: corrupt or tampered patch, bad series or lock file."""
+
+
+class ConflictError(OverlayError):
+    """Target files are not in a state the series knows (local edits, upstream drift, unsafe paths)."""
+
+
+class BusyError(OverlayError):
+    """Another apply or rollback holds the checkout's lock."""
+
+
+class VerificationError(OverlayError):
+    """After writing, the files are not what the lock says they must be. Nothing is left half-done."""
