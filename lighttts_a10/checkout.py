@@ -46,7 +46,7 @@ class FileStatus:
 def open_repo(path: Path) -> git.Repo:
     """The git repository whose top level is exactly `path`."""
     try:
-        repo = git.Repo(path)
+        repo = git.Repo(path, search_parent_directories=True)
     except (git.InvalidGitRepositoryError, git.NoSuchPathError) as error:
         raise CheckoutError(f"{path} is not a git checkout",
                             hint="pass the root of a LightTTS clone (git clone --recursive https://github.com/ModelTC/LightTTS)") from error

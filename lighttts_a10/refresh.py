@@ -21,7 +21,7 @@ from typing import Sequence
 
 from .checkout import Checkout, blob_id, file_mode, open_superproject
 from .errors import OverlayError, SeriesError, UsageError
-from .series import LOCK_FORMAT, PATCHES_DIR, RepoPin, check_relative_path, read_series_file, sha256_file, split_header
+from .series import LOCK_FORMAT, RepoPin, check_relative_path, patches_dir, read_series_file, sha256_file, split_header
 
 # Where each repository comes from, for the lock (names only: nothing is downloaded).
 KNOWN_NAMES = {".": "ModelTC/LightTTS", "cosyvoice": "FunAudioLLM/CosyVoice",
@@ -103,11 +103,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("path", metavar="PATH", help="the edited LightTTS checkout, at the pin")
     parser.add_argument("--set", dest="set_name", required=True, help="the patch set to regenerate (a folder of patches/)")
-    parser.add_argument("--patches-dir", type=Path, default=PATCHES_DIR, help=argparse.SUPPRESS)
+    parser.add_argument("--patches-dir", type=Path, default=None, help="folder of patch sets (default: the repository's patches/)")
     parser.add_argument("--add", action="append", default=[], metavar="PATCH:FILE",
                         help="put FILE (relative to the LightTTS root) into PATCH; repeatable")
     args = parser.parse_args(argv)
-    set_dir = args.patches_dir / args.set_name
+    set_dir = (args.patches_dir or patches_dir()) / args.set_name
     try:
         if not (set_dir / "series").is_file():
             raise UsageError(f"{set_dir} has no series file: create it (one patch name per line) first")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from .checkout import OURS, PRISTINE, Checkout, FileStatus, open_superproject
 from .errors import CheckoutError, Problem, UsageError
-from .series import PATCHES_DIR, Series, available_sets, load_series
+from .series import Series, available_sets, load_series, patches_dir
 
 
 @dataclass
@@ -22,20 +22,17 @@ class Selected:
         return all(status.state in (PRISTINE, OURS) for status in self.statuses)
 
 
-def supported_pins(patches_dir: Path = PATCHES_DIR) -> list[str]:
-    return [load_series(patches_dir / name).summary() for name in available_sets(patches_dir)]
-
-
-def select(root: Path, set_name: str | None = None, patches_dir: Path = PATCHES_DIR) -> Selected:
+def select(root: Path, set_name: str | None = None, folder: Path | None = None) -> Selected:
     """The set named, else the set whose target files are all pristine or ours, else the closest one.
 
     A checkout that fits no set still gets the closest set back, so the caller can name every file
     and hunk that differs; `Selected.others` says which other pins exist and why they did not fit.
     """
     open_superproject(root)
-    names = available_sets(patches_dir)
+    folder = folder or patches_dir()
+    names = available_sets(folder)
     if not names:
-        raise UsageError(f"no patch sets found under {patches_dir}")
+        raise UsageError(f"no patch sets found under {folder}")
     if set_name is not None:
         if set_name not in names:
             raise UsageError(f"unknown patch set {set_name!r}; available: {', '.join(names)}")
@@ -44,7 +41,7 @@ def select(root: Path, set_name: str | None = None, patches_dir: Path = PATCHES_
     candidates: list[Selected] = []
     refusals: list[Problem] = []
     for name in names:
-        series = load_series(patches_dir / name)
+        series = load_series(folder / name)
         try:
             checkout = Checkout(root, series.repos)
         except CheckoutError as error:
@@ -54,7 +51,7 @@ def select(root: Path, set_name: str | None = None, patches_dir: Path = PATCHES_
         candidates.append(Selected(series, checkout, [checkout.status(t) for t in series.files], []))
     if not candidates:
         if len(refusals) == 1:
-            raise CheckoutError(refusals[0].message.split(": ", 1)[1], refusals)
+            raise CheckoutError(refusals[0].message)
         raise CheckoutError("the checkout fits none of the supported patch sets", refusals)
 
     def known(candidate: Selected) -> int:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -26,6 +27,11 @@ from .errors import Problem, SeriesError
 
 LOCK_FORMAT = 1
 PATCHES_DIR = Path(__file__).resolve().parent.parent / "patches"
+
+
+def patches_dir() -> Path:
+    """The folder of patch sets: the repository's patches/, or $LIGHTTTS_A10_PATCHES_DIR."""
+    return Path(os.environ.get("LIGHTTTS_A10_PATCHES_DIR") or PATCHES_DIR)
 
 
 @dataclass(frozen=True)
@@ -87,10 +93,10 @@ def sha256_file(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def available_sets(patches_dir: Path = PATCHES_DIR) -> list[str]:
-    if not patches_dir.is_dir():
+def available_sets(folder: Path) -> list[str]:
+    if not folder.is_dir():
         return []
-    return sorted(p.name for p in patches_dir.iterdir() if (p / "series").is_file())
+    return sorted(p.name for p in folder.iterdir() if (p / "series").is_file())
 
 
 def read_series_file(directory: Path) -> list[str]:

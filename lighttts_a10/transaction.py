@@ -197,9 +197,11 @@ def conflict_problems(selected: Selected, status: FileStatus) -> list[Problem]:
     origin = ("upstream commits since the pin changed it" if commits
               else "it has uncommitted local edits" if not checkout.is_clean(target)
               else "it differs from the pinned upstream file")
-    problems = [Problem("foreign-file", f"{target.path}: neither the pinned upstream file nor the patched one; {origin}",
-                        path=target.path, patch=target.patch, commits=commits)]
-    for bad in mismatches(checkout.read_text(target), series.hunks(target)):
+    bad_hunks = mismatches(checkout.read_text(target), series.hunks(target))
+    where = "" if bad_hunks else " (every hunk still matches: the difference is elsewhere in the file)"
+    problems = [Problem("foreign-file", f"{target.path}: neither the pinned upstream file nor the patched one; "
+                        f"{origin}{where}", path=target.path, patch=target.patch, commits=commits)]
+    for bad in bad_hunks:
         problems.append(Problem("hunk-mismatch", f"error: patch failed: {target.path}:{bad.line}",
                                 path=target.path, patch=target.patch, hunk=bad.hunk, line=bad.line,
                                 expected=bad.expected, found=bad.found))
