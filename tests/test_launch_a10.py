@@ -1,0 +1,625 @@
+"""Tests of launch_a10.sh: dry-run commands, every preflight refusal, and (with LIGHTTTS_UPSTREAM) an
+acceptance test that feeds the printed argv to the patched upstream parser and start-up asserts.
+
+The unit tests need no GPU and no upstream code: the launcher is copied next to a stub apply_patches.py,
+nvidia-smi is a fake script first on PATH, and tensorrt/modelscope are fake packages on PYTHONPATH.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import copy
+import importlib.util
+import json
+import os
+import shlex
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+LAUNCHER = REPO / "launch_a10.sh"
+MODEL_FILES = ["cosyvoice2.yaml", "llm.pt", "flow.pt", "hift.pt", "campplus.onnx", "speech_tokenizer_v2.onnx"]
+A10, T4 = "NVIDIA A10, 8.6", "Tesla T4, 7.5"
+SWITCHES = ["trust_remote_code", "disable_log_stats", "sample_close", "health_monitor", "disable_cudagraph"]
+BASH = shutil.which("bash")
+
+FAKE_SMI = """#!{bash}
+# fake nvidia-smi: one GPU per line of $FAKE_SMI_GPUS; honours -i INDEX like the real one
+printf '%s\\n' "$*" >> "$FAKE_SMI_LOG"
+idx=
+while (($#)); do [[ $1 == -i ]] && {{ idx=$2; shift; }}; shift; done
+mapfile -t gpus < "$FAKE_SMI_GPUS"
+[[ ${{FAKE_SMI_SILENT-}} == 1 ]] && exit 0
+if ((${{#gpus[@]}} == 0)); then echo "No devices were found"; exit 6; fi
+if [[ -n $idx ]]; then
+  [[ $idx =~ ^[0-9]+$ ]] && ((idx < ${{#gpus[@]}})) || {{ echo "No devices were found"; exit 6; }}
+  echo "${{gpus[idx]}}"
+else
+  printf '%s\\n' "${{gpus[@]}}"
+fi
+"""
+
+STUB_APPLY = """import os, sys
+# stub of apply_patches.py: --status exits $FAKE_APPLIED_RC (0 = fully applied)
+with open(os.environ["FAKE_APPLY_LOG"], "a") as f:
+    f.write(" ".join(sys.argv[1:]) + "\\n")
+rc = int(os.environ.get("FAKE_APPLIED_RC", "0"))
+print("the series is fully applied" if rc == 0 else "0002-flow-steps.patch: not applied")
+sys.exit(rc)
+"""
+
+# The fake server records how it was started, so tests can tell whether anything was started.
+FAKE_SERVER = """import json, os, sys
+from pathlib import Path
+keys = ("PYTHONPATH", "CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER")
+record = {"argv": sys.argv[1:], "cwd": os.getcwd(), "env": {k: os.environ.get(k) for k in keys}}
+(Path(__file__).resolve().parents[2] / "server_started.json").write_text(json.dumps(record))
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write(path: Path, text: str = "", mode: int | None = None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    if mode is not None:
+        path.chmod(mode)
+    return path
+
+
+def parse_dry_run(line: str, python: str) -> tuple[Path, dict[str, str], list[str]]:
+    """Split `cd DIR && A=1 B=2 PYTHON -m light_tts.server.api_server ARGS...` into (DIR, env, ARGS)."""
+    words = shlex.split(line)
+    assert words[0] == "cd" and words[2] == "&&", line
+    i = words.index(python, 3)
+    env = dict(w.split("=", 1) for w in words[3:i])
+    assert words[i + 1:i + 3] == ["-m", "light_tts.server.api_server"], line
+    return Path(words[1]), env, words[i + 3:]
+
+
+def flags(argv: list[str]) -> dict[str, str]:
+    return {argv[i][2:]: argv[i + 1] for i in range(0, 20, 2)}  # the launcher's own ten flags come first
+
+
+class Rig:
+    """A fake overlay + checkout + model dir + GPU, all valid; tests break one thing at a time."""
+
+    def __init__(self, tmp: Path):
+        self.tmp = tmp
+        self.overlay = tmp / "overlay"
+        self.launcher = self.overlay / "launch_a10.sh"
+        self.overlay.mkdir()
+        shutil.copy2(LAUNCHER, self.launcher)
+        write(self.overlay / "apply_patches.py", STUB_APPLY)
+
+        self.checkout = tmp / "LightTTS"
+        write(self.checkout / "light_tts/__init__.py")
+        write(self.checkout / "light_tts/server/__init__.py")
+        write(self.checkout / "light_tts/server/api_server.py", FAKE_SERVER)
+        (self.checkout / "cosyvoice/cosyvoice").mkdir(parents=True)
+        (self.checkout / "third_party/Matcha-TTS/matcha").mkdir(parents=True)
+
+        self.model = self.checkout / "pretrained_models/CosyVoice2-0.5B"
+        self.fill_model(self.model)
+        self.plan = write(self.model / "flow.decoder.estimator.fp16.sm86.plan", "engine")
+
+        self.pkgs = tmp / "pkgs"  # fake tensorrt (and, per test, modelscope) for the launcher's python
+        write(self.pkgs / "tensorrt/__init__.py", "__version__ = 'fake'\n")
+
+        bin_dir, self.min_bin = tmp / "bin", tmp / "minbin"
+        write(bin_dir / "nvidia-smi", FAKE_SMI.format(bash=BASH), 0o755)
+        self.min_bin.mkdir()  # only bash: the launcher must need nothing else from PATH
+        (self.min_bin / "bash").symlink_to(BASH)
+        self.gpus = write(tmp / "gpus.txt", A10 + "\n")
+        self.smi_log, self.apply_log = tmp / "smi.log", tmp / "apply.log"
+        self.port = free_port()
+        self.env = {
+            "PATH": f"{bin_dir}:{self.min_bin}", "HOME": str(tmp), "LANG": "C.UTF-8",
+            "PYTHON": sys.executable, "PYTHONPATH": str(self.pkgs), "PYTHONDONTWRITEBYTECODE": "1",
+            "LIGHTTTS_DIR": str(self.checkout), "HOST": "127.0.0.1", "PORT": str(self.port),
+            "FAKE_SMI_GPUS": str(self.gpus), "FAKE_SMI_LOG": str(self.smi_log),
+            "FAKE_APPLY_LOG": str(self.apply_log),
+        }
+
+    @staticmethod
+    def fill_model(model: Path) -> None:
+        for name in MODEL_FILES:
+            write(model / name, "x")
+        (model / "CosyVoice-BlankEN").mkdir(parents=True, exist_ok=True)
+
+    def set_gpus(self, *lines: str) -> None:
+        self.gpus.write_text("".join(line + "\n" for line in lines))
+
+    def run(self, *args: str, cwd: Path | None = None, **env: str | None) -> subprocess.CompletedProcess:
+        full = dict(self.env)
+        for key, value in env.items():
+            if value is None:
+                full.pop(key, None)
+            else:
+                full[key] = value
+        return subprocess.run([str(self.launcher), *args], env=full, cwd=cwd or self.tmp,
+                              capture_output=True, text=True, timeout=60)
+
+    def started(self) -> bool:
+        return (self.checkout / "server_started.json").exists()
+
+    def dry(self, *args: str, **env: str | None) -> tuple[Path, dict[str, str], list[str], str]:
+        r = self.run("--dry-run", *args, **env)
+        assert r.returncode == 0, r.stderr
+        lines = r.stdout.splitlines()
+        assert len(lines) == 1, r.stdout
+        assert "effective configuration" in r.stderr
+        assert not self.started()
+        return (*parse_dry_run(lines[0], sys.executable), r.stderr)
+
+    def fails(self, *args: str, expect: str | list[str], **env: str | None) -> str:
+        """Run; it must exit non-zero, start nothing, print nothing on stdout and one error on stderr."""
+        r = self.run(*args, **env)
+        assert r.returncode != 0, (r.stdout, r.stderr)
+        assert r.stdout == ""
+        assert not self.started()
+        errors = [line for line in r.stderr.splitlines() if line.startswith("launch_a10.sh: error:")]
+        assert len(errors) == 1, r.stderr
+        for needle in [expect] if isinstance(expect, str) else expect:
+            assert needle in r.stderr, r.stderr
+        return r.stderr
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> Rig:
+    return Rig(tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------
+# dry-run commands
+
+
+@pytest.mark.parametrize("args, dtype, steps", [
+    ((), "bfloat16", "5"),
+    (("--profile", "speed"), "bfloat16", "5"),
+    (("--profile", "quality"), "bfloat16", "10"),
+    (("--profile=fp16",), "float16", "8"),
+])
+def test_dry_run_profiles(rig: Rig, args, dtype, steps):
+    cwd, env, argv, _ = rig.dry(*args)
+    assert cwd == rig.checkout
+    assert argv == [
+        "--model_dir", str(rig.model), "--host", "127.0.0.1", "--port", str(rig.port),
+        "--data_type", dtype, "--flow_steps", steps, "--load_trt", "true",
+        "--max_total_token_num", "65536", "--max_req_total_len", "32768", "--batch_max_tokens", "32768",
+        "--graph_max_batch_size", "32",
+    ]
+    c = rig.checkout
+    assert env == {"PYTHONPATH": f"{c}:{c}/cosyvoice:{c}/third_party/Matcha-TTS:{rig.pkgs}",
+                   "CUDA_VISIBLE_DEVICES": "0", "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
+    assert rig.apply_log.read_text() == f"--status {rig.checkout}\n"
+
+
+def test_defaults_host_and_port(rig: Rig):
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("", 8080))
+        except OSError:
+            pytest.skip("port 8080 (the default PORT) is in use on this machine")
+    _, _, argv, _ = rig.dry(HOST=None, PORT=None)
+    assert flags(argv)["host"] == "0.0.0.0" and flags(argv)["port"] == "8080"
+
+
+def test_env_overrides_win_over_profile(rig: Rig, tmp_path: Path):
+    other_model = tmp_path / "other-model"
+    Rig.fill_model(other_model)
+    _, env, argv, err = rig.dry(
+        "--profile", "quality", FLOW_STEPS="3", DATA_TYPE="fp32", LOAD_TRT="No", MODEL_DIR=str(other_model),
+        MAX_TOTAL_TOKEN_NUM="16384", MAX_REQ_TOTAL_LEN="4096", GRAPH_MAX_BATCH_SIZE="8",
+        CUDA_DEVICE_ORDER="FASTEST_FIRST")
+    assert flags(argv) == {
+        "model_dir": str(other_model), "host": "127.0.0.1", "port": str(rig.port), "data_type": "fp32",
+        "flow_steps": "3", "load_trt": "false", "max_total_token_num": "16384", "max_req_total_len": "4096",
+        "batch_max_tokens": "4096", "graph_max_batch_size": "8"}
+    assert len(argv) == 20
+    assert env["CUDA_DEVICE_ORDER"] == "FASTEST_FIRST"
+    assert "profile               quality" in err
+
+
+def test_explicit_batch_max_tokens(rig: Rig):
+    _, _, argv, _ = rig.dry(BATCH_MAX_TOKENS="40000")
+    assert flags(argv)["batch_max_tokens"] == "40000"
+
+
+@pytest.mark.parametrize("word, canonical", [("TRUE", "true"), ("1", "true"), ("yes", "true"),
+                                             ("False", "false"), ("0", "false"), ("NO", "false")])
+def test_load_trt_words(rig: Rig, word, canonical):
+    assert flags(rig.dry(LOAD_TRT=word)[2])["load_trt"] == canonical
+
+
+def test_relative_model_dir_is_made_absolute(rig: Rig):
+    _, _, argv, _ = rig.dry(MODEL_DIR="LightTTS/pretrained_models/CosyVoice2-0.5B")
+    assert flags(argv)["model_dir"] == str(rig.model)
+
+
+def test_extra_args_are_appended(rig: Rig):
+    extra = ["--disable_cudagraph", "--running_max_req_size", "50", "--mode", "triton_flashdecoding",
+             "--decode_process_num", "1", "--zmq_mode", "tcp://", "--health_monitor"]
+    _, _, argv, _ = rig.dry("--", *extra)
+    assert argv[20:] == extra
+
+
+def test_quoting_survives_odd_paths(rig: Rig, tmp_path: Path):
+    odd = tmp_path / "model dir with 'quotes' & $dollar"
+    Rig.fill_model(odd)
+    _, _, argv, _ = rig.dry(MODEL_DIR=str(odd), LOAD_TRT="false")
+    assert flags(argv)["model_dir"] == str(odd)
+
+
+def test_first_visible_gpu_is_used(rig: Rig):
+    rig.set_gpus(T4, A10)
+    _, env, _, err = rig.dry(CUDA_VISIBLE_DEVICES="1,0")
+    assert env["CUDA_VISIBLE_DEVICES"] == "1" and "NVIDIA A10" in err
+    assert "-i 1" in rig.smi_log.read_text()
+
+
+def test_first_of_several_gpus_without_cuda_visible_devices(rig: Rig):
+    rig.set_gpus(A10, T4)
+    _, env, _, _ = rig.dry()
+    assert env["CUDA_VISIBLE_DEVICES"] == "0"
+    rig.set_gpus(T4, A10)  # now the first GPU is a T4: bf16 must be refused
+    rig.fails(expect="--profile fp16")
+
+
+def test_real_start_execs_the_server(rig: Rig):
+    _, env, argv, _ = rig.dry("--", "--disable_cudagraph")
+    r = rig.run("--", "--disable_cudagraph")
+    assert r.returncode == 0, r.stderr
+    record = json.loads((rig.checkout / "server_started.json").read_text())
+    assert record["argv"] == argv
+    assert Path(record["cwd"]) == rig.checkout
+    assert record["env"] == env
+
+
+# ---------------------------------------------------------------------------------------------
+# preflight failures: one clear message, non-zero exit, nothing started
+
+
+def test_usage_errors(rig: Rig):
+    rig.fails("--bogus", expect="unknown option '--bogus'")
+    rig.fails("--profile", "turbo", expect="unknown profile 'turbo'")
+    rig.fails("--profile", expect="--profile needs a value")
+    assert "Usage: launch_a10.sh" in rig.run("--help").stdout
+
+
+def test_checkout_missing(rig: Rig, tmp_path: Path):
+    rig.fails(expect="LIGHTTTS_DIR is not set", LIGHTTTS_DIR=None)
+    rig.fails(expect="does not exist", LIGHTTTS_DIR=str(tmp_path / "nope"))
+    rig.fails(expect="is not a LightTTS checkout", LIGHTTTS_DIR=str(tmp_path / "overlay"))
+
+
+def test_overlay_not_applied(rig: Rig):
+    err = rig.fails(expect=["not fully applied", "0002-flow-steps.patch: not applied", "apply_patches.py"],
+                    FAKE_APPLIED_RC="1")
+    assert f"Run: {sys.executable} {rig.overlay}/apply_patches.py {rig.checkout}" in err
+
+
+def test_apply_patches_missing_next_to_launcher(rig: Rig):
+    (rig.overlay / "apply_patches.py").unlink()
+    rig.fails(expect="apply_patches.py is missing")
+
+
+def test_submodules_missing(rig: Rig):
+    shutil.rmtree(rig.checkout / "third_party/Matcha-TTS/matcha")
+    rig.fails(expect=["Matcha-TTS is missing", "git submodule update --init --recursive"])
+    (rig.checkout / "cosyvoice/third_party/Matcha-TTS/matcha").mkdir(parents=True)  # CosyVoice's own copy
+    env = rig.dry()[1]
+    assert f"{rig.checkout}/cosyvoice/third_party/Matcha-TTS" in env["PYTHONPATH"].split(":")
+    shutil.rmtree(rig.checkout / "cosyvoice/cosyvoice")
+    rig.fails(expect="cosyvoice/cosyvoice is missing")
+
+
+def test_no_gpu(rig: Rig):
+    rig.fails(expect="nvidia-smi not found", PATH=str(rig.min_bin))
+    rig.set_gpus()
+    rig.fails(expect=["no usable GPU", "No devices were found"])
+    rig.fails(expect="no usable GPU", FAKE_SMI_SILENT="1")
+    rig.set_gpus(A10)
+    rig.fails(expect="hides every GPU", CUDA_VISIBLE_DEVICES="")
+    rig.fails(expect="hides every GPU", CUDA_VISIBLE_DEVICES="-1")
+    rig.fails(expect="no usable GPU", CUDA_VISIBLE_DEVICES="3")
+    rig.set_gpus("NVIDIA A10, [N/A]")
+    rig.fails(expect="cannot read the compute capability")
+
+
+def test_bf16_refused_on_t4_and_fp16_profile_passes(rig: Rig):
+    rig.set_gpus(T4)
+    for args, env in [((), {}), (("--profile", "quality"), {}), (("--profile", "fp16"), {"DATA_TYPE": "bf16"})]:
+        err = rig.fails(*args, expect=["Tesla T4", "7.5", "--profile fp16"], **env)
+        assert "bfloat16" in err
+    write(rig.model / "flow.decoder.estimator.fp16.sm75.plan", "engine")  # the plan name follows the GPU
+    _, _, argv, err = rig.dry("--profile", "fp16")
+    assert flags(argv)["data_type"] == "float16" and flags(argv)["flow_steps"] == "8"
+    assert "sm75.plan" in err
+    assert flags(rig.dry(DATA_TYPE="fp32")[2])["data_type"] == "fp32"  # fp32 needs no bf16
+
+
+@pytest.mark.parametrize("missing", MODEL_FILES + ["CosyVoice-BlankEN"])
+def test_each_missing_model_file(rig: Rig, missing: str):
+    target = rig.model / missing
+    shutil.rmtree(target) if target.is_dir() else target.unlink()
+    err = rig.fails(expect=["lacks", missing, "--download"])
+    others = [f for f in MODEL_FILES if f != missing]
+    assert not any(f"{name} " in err.split("lacks:")[1] for name in others)
+
+
+def test_all_missing_model_files_are_listed(rig: Rig, tmp_path: Path):
+    err = rig.fails(expect="lacks", MODEL_DIR=str(tmp_path / "empty"))
+    assert all(name in err for name in MODEL_FILES + ["CosyVoice-BlankEN/"])
+
+
+def test_tensorrt(rig: Rig):
+    write(rig.pkgs / "tensorrt/__init__.py", "raise ModuleNotFoundError(\"No module named 'tensorrt'\")\n")
+    rig.fails(expect=["cannot import tensorrt", "LOAD_TRT=false"])
+    assert flags(rig.dry(LOAD_TRT="false")[2])["load_trt"] == "false"  # TensorRT off: not needed
+    write(rig.pkgs / "tensorrt/__init__.py", "")
+    err = rig.dry()[3]  # the plan for sm86 is there
+    assert "takes minutes" not in err and "sm86.plan" in err
+    rig.plan.unlink()
+    rig.fails(expect=["flow.decoder.estimator.fp16.sm86.plan", "flow.decoder.estimator.fp32.onnx", "--download"])
+    write(rig.model / "flow.decoder.estimator.fp32.onnx", "onnx")  # ONNX only: the first start builds the plan
+    err = rig.dry()[3]
+    assert "takes minutes" in err
+    write(rig.plan, "")  # upstream rebuilds an empty plan, so it counts as missing
+    assert "takes minutes" in rig.dry()[3]
+
+
+def test_value_checks(rig: Rig):
+    rig.fails(expect=["BATCH_MAX_TOKENS (4096) must be >= MAX_REQ_TOTAL_LEN (8192)"],
+              BATCH_MAX_TOKENS="4096", MAX_REQ_TOTAL_LEN="8192")
+    rig.fails(expect="MAX_REQ_TOTAL_LEN (70000) must be <= MAX_TOTAL_TOKEN_NUM (65536)", MAX_REQ_TOTAL_LEN="70000")
+    for bad in ["0", "51", "abc", "08", "5.0", " 5"]:
+        rig.fails(expect=f"FLOW_STEPS must be an integer from 1 to 50, got '{bad}'", FLOW_STEPS=bad)
+    for good in ["1", "50"]:
+        assert flags(rig.dry(FLOW_STEPS=good)[2])["flow_steps"] == good
+    rig.fails(expect=["unknown DATA_TYPE 'int8'", "bfloat16"], DATA_TYPE="int8")
+    for good in ["fp16", "float16", "bf16", "bfloat16", "fp32", "float32"]:
+        assert flags(rig.dry(DATA_TYPE=good)[2])["data_type"] == good
+    rig.fails(expect="LOAD_TRT must be true or false", LOAD_TRT="maybe")
+    rig.fails(expect="PORT must be an integer from 1 to 65535", PORT="70000")
+    rig.fails(expect="PORT must be an integer", PORT="http")
+    rig.fails(expect="MAX_TOTAL_TOKEN_NUM must be an integer", MAX_TOTAL_TOKEN_NUM="64k")
+    rig.fails(expect="GRAPH_MAX_BATCH_SIZE must be an integer", GRAPH_MAX_BATCH_SIZE="0")
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0"])
+def test_port_busy(rig: Rig, host: str):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", rig.port))
+        s.listen(1)
+        rig.fails(expect=["cannot listen on", str(rig.port), "PORT"], HOST=host)
+
+
+def test_bad_host(rig: Rig):
+    rig.fails(expect="cannot listen on no-such-host.invalid", HOST="no-such-host.invalid")
+
+
+@pytest.mark.parametrize("extra, reason", [
+    (["--mode", "triton_int8kv"], "crashes at start-up"),
+    (["--mode", "triton_flashdecoding", "triton_int8kv"], "crashes at start-up"),
+    (["--mode=triton_int8kv"], "crashes at start-up"),
+    (["--mode", "triton_int4weight"], "no-op"),
+    (["--disable_cudagraph", "--mode", "triton_flashdecoding", "triton_int4weight"], "no-op"),
+])
+def test_broken_modes_refused(rig: Rig, extra, reason):
+    rig.fails("--", *extra, expect=[reason, "refused"])
+
+
+@pytest.mark.parametrize("switch", SWITCHES)
+def test_store_true_with_value_refused(rig: Rig, switch: str):
+    for extra in ([f"--{switch}", "False"], [f"--{switch}=False"], [f"--{switch}", "true", "--mode", "x"]):
+        rig.fails("--", *extra, expect=["on/off switch", f"'--{switch}' alone"])
+    assert rig.dry("--", f"--{switch}", "--sample_close")[2][20:] == [f"--{switch}", "--sample_close"]
+
+
+def test_launcher_flags_and_asserted_values_refused_in_extra_args(rig: Rig):
+    rig.fails("--", "--port", "9000", expect="use PORT=... instead")
+    rig.fails("--", "--flow_steps=3", expect="use FLOW_STEPS=... instead")
+    rig.fails("--", "--batch_max_tokens", "1", expect="use BATCH_MAX_TOKENS=... instead")
+    rig.fails("--", "--batch_max", "1", expect="abbreviates --batch_max_tokens")
+    rig.fails("--", "--disable_cuda", "False", expect="abbreviates --disable_cudagraph")
+    rig.fails("--", "--decode_process_num", "2", expect="decode_process_num must be 1")
+    rig.fails("--", "--zmq_mode", "udp://", expect="--zmq_mode must be")
+
+
+# ---------------------------------------------------------------------------------------------
+# --download with a fake modelscope
+
+
+def fake_modelscope(rig: Rig, files: list[str]) -> Path:
+    log = rig.tmp / "modelscope.log"
+    write(rig.pkgs / "modelscope/__init__.py", f"""import json, os
+def snapshot_download(model_id, local_dir=None, **kw):
+    with open({str(log)!r}, "a") as f:
+        f.write(json.dumps([model_id, local_dir]) + "\\n")
+    for name in {files!r}:
+        path = os.path.join(local_dir, name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        if not name.endswith("/"):
+            open(path, "w").write("x")
+    return local_dir
+""")
+    return log
+
+
+def test_download(rig: Rig, tmp_path: Path):
+    target = tmp_path / "downloaded" / "CosyVoice2-0.5B"
+    log = fake_modelscope(rig, MODEL_FILES + ["CosyVoice-BlankEN/config.json", "flow.decoder.estimator.fp32.onnx"])
+    _, _, argv, err = rig.dry("--download", MODEL_DIR=str(target))
+    assert json.loads(log.read_text()) == ["iic/CosyVoice2-0.5B", str(target)]
+    assert flags(argv)["model_dir"] == str(target) and "takes minutes" in err
+
+
+def test_download_incomplete(rig: Rig, tmp_path: Path):
+    fake_modelscope(rig, ["llm.pt"])
+    rig.fails("--download", expect=["lacks", "flow.pt", "hift.pt"], MODEL_DIR=str(tmp_path / "m"))
+
+
+def test_download_without_modelscope(rig: Rig, tmp_path: Path):
+    write(rig.pkgs / "modelscope/__init__.py", "raise ModuleNotFoundError(\"No module named 'modelscope'\")\n")
+    rig.fails("--download", expect=["needs the Python package modelscope", "pip install modelscope"],
+              MODEL_DIR=str(tmp_path / "m"))
+
+
+# ---------------------------------------------------------------------------------------------
+# shellcheck
+
+
+def test_shellcheck():
+    shellcheck = shutil.which("shellcheck")
+    if shellcheck is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("shellcheck is not installed, and CI=true requires it (apt-get install -y shellcheck)")
+        pytest.skip("shellcheck is not installed (apt-get install -y shellcheck); CI=true makes this a failure")
+    r = subprocess.run([shellcheck, str(LAUNCHER)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_launcher_is_executable():
+    assert os.access(LAUNCHER, os.X_OK)
+
+
+# ---------------------------------------------------------------------------------------------
+# acceptance: the real launcher on a really patched upstream checkout
+
+
+class Unevaluable(Exception):
+    pass
+
+
+def start_asserts(api_start: Path, ns: argparse.Namespace) -> list[tuple[int, str, bool]]:
+    """Evaluate the `assert`s of upstream's normal_start() against ns, with upstream's own conditions.
+
+    Walks the body in order: literal assignments to plain names are tracked (`num_loras = 1`), other
+    assignments forget the name, `if`s holding an assert are followed on the branch their test picks.
+    Anything an assert needs that cannot be evaluated this way fails the test loudly.
+    """
+    tree = ast.parse(api_start.read_text(), str(api_start))
+    fn = next(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "normal_start")
+    scope = {"args": copy.deepcopy(ns)}
+    results = []
+
+    def ev(expr: ast.expr, lineno: int):
+        code = compile(ast.Expression(expr), str(api_start), "eval")
+        try:
+            return eval(code, {"__builtins__": {"len": len, "int": int, "max": max, "min": min}}, scope)
+        except Exception as e:  # NameError, AttributeError, TypeError ...: we cannot judge it
+            raise Unevaluable(f"{api_start}:{lineno}: cannot evaluate {ast.unparse(expr)!r}: {e!r}") from e
+
+    def holds_assert(node: ast.AST) -> bool:
+        return any(isinstance(n, ast.Assert) for n in ast.walk(node))
+
+    def walk(body: list[ast.stmt]) -> None:
+        for st in body:
+            if isinstance(st, ast.Assert):
+                results.append((st.lineno, ast.unparse(st.test), bool(ev(st.test, st.lineno))))
+            elif isinstance(st, ast.Assign) and len(st.targets) == 1:
+                target = st.targets[0]
+                if isinstance(target, ast.Name):
+                    try:
+                        scope[target.id] = ast.literal_eval(st.value)
+                    except ValueError:
+                        scope.pop(target.id, None)
+                elif isinstance(target, ast.Attribute) and ast.unparse(target.value) == "args":
+                    try:
+                        setattr(scope["args"], target.attr, ev(st.value, st.lineno))
+                    except Unevaluable:
+                        if hasattr(scope["args"], target.attr):
+                            delattr(scope["args"], target.attr)
+            elif isinstance(st, ast.If) and holds_assert(st):
+                walk(st.body if ev(st.test, st.lineno) else st.orelse)
+            elif holds_assert(st):
+                raise Unevaluable(f"{api_start}:{st.lineno}: assert inside a {type(st).__name__}, not handled")
+
+    walk(fn.body)
+    return results
+
+
+def load_parser(checkout: Path) -> argparse.ArgumentParser:
+    sys.path.insert(0, str(checkout))
+    try:
+        spec = importlib.util.spec_from_file_location("patched_api_cli", checkout / "light_tts/server/api_cli.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module.make_argument_parser()
+    finally:
+        sys.path.remove(str(checkout))
+
+
+@pytest.fixture(scope="module")
+def patched_checkout(tmp_path_factory) -> Path:
+    upstream = os.environ.get("LIGHTTTS_UPSTREAM")
+    if not upstream:
+        pytest.skip("acceptance test: set LIGHTTTS_UPSTREAM to an upstream LightTTS checkout with submodules "
+                    "(e.g. LIGHTTTS_UPSTREAM=/work/up/pin) to run it")
+    if not (REPO / "apply_patches.py").exists():
+        pytest.fail(f"LIGHTTTS_UPSTREAM is set but {REPO}/apply_patches.py does not exist")
+    copy_dir = tmp_path_factory.mktemp("upstream") / "LightTTS"
+    shutil.copytree(upstream, copy_dir, symlinks=True)
+    r = subprocess.run([sys.executable, str(REPO / "apply_patches.py"), str(copy_dir)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, f"apply_patches.py failed on the copy of {upstream}:\n{r.stdout}{r.stderr}"
+    return copy_dir
+
+
+def test_acceptance_unpatched_upstream_refused(tmp_path: Path):
+    upstream = os.environ.get("LIGHTTTS_UPSTREAM")
+    if not upstream:
+        pytest.skip("acceptance test: set LIGHTTTS_UPSTREAM to an upstream LightTTS checkout to run it")
+    pristine = tmp_path / "pristine" / "LightTTS"
+    shutil.copytree(upstream, pristine, symlinks=True)
+    rig = Rig(tmp_path)
+    rig.launcher = LAUNCHER
+    rig.env.update(LIGHTTTS_DIR=str(pristine), MODEL_DIR=str(rig.model))
+    rig.env["PATH"] += ":" + os.environ.get("PATH", "")
+    rig.fails("--dry-run", expect=["not fully applied", "apply_patches.py"])
+
+
+@pytest.mark.parametrize("profile, env, expect", [
+    ("speed", {}, {"data_type": "bfloat16", "flow_steps": 5, "load_trt": True}),
+    ("quality", {}, {"data_type": "bfloat16", "flow_steps": 10, "load_trt": True}),
+    ("fp16", {}, {"data_type": "float16", "flow_steps": 8, "load_trt": True}),
+    ("speed", {"LOAD_TRT": "false", "MAX_REQ_TOTAL_LEN": "4096", "MAX_TOTAL_TOKEN_NUM": "16384"},
+     {"load_trt": False, "batch_max_tokens": 4096}),
+])
+def test_acceptance_patched_upstream(patched_checkout: Path, tmp_path: Path, profile, env, expect):
+    rig = Rig(tmp_path)
+    rig.launcher = LAUNCHER  # the real launcher, next to the real apply_patches.py
+    rig.env["LIGHTTTS_DIR"] = str(patched_checkout)
+    rig.env["MODEL_DIR"] = str(rig.model)
+    rig.env["PATH"] += ":" + os.environ.get("PATH", "")  # the real apply_patches.py --status needs git
+    cwd, _, argv, _ = rig.dry("--profile", profile, "--", "--disable_cudagraph", **env)
+    assert cwd == patched_checkout
+    parser = load_parser(patched_checkout)
+    try:
+        ns = parser.parse_args(argv)
+    except SystemExit as e:
+        pytest.fail(f"the patched parser rejected the launcher's argv {argv} (exit {e.code})")
+    for key, value in expect.items():
+        assert getattr(ns, key) == value, (key, getattr(ns, key))
+    assert ns.disable_cudagraph is True and ns.graph_max_batch_size == 32
+    try:
+        results = start_asserts(patched_checkout / "light_tts/server/api_start.py", ns)
+    except Unevaluable as e:
+        pytest.fail(str(e))
+    failed = [f"line {line}: assert {cond}" for line, cond, ok in results if not ok]
+    assert not failed, f"upstream's start-up asserts fail for {argv}: {failed}"
+    conditions = " ".join(cond for _, cond, _ in results)
+    for needed in ("batch_max_tokens", "max_total_token_num", "decode_process_num"):  # not vacuous
+        assert needed in conditions, results
