@@ -584,6 +584,10 @@ def test_acceptance_unpatched_upstream_refused(tmp_path: Path):
         pytest.skip("acceptance test: set LIGHTTTS_UPSTREAM to an upstream LightTTS checkout to run it")
     pristine = tmp_path / "pristine" / "LightTTS"
     shutil.copytree(upstream, pristine, symlinks=True)
+    status = subprocess.run([sys.executable, str(REPO / "apply_patches.py"), "--status", str(pristine)],
+                            capture_output=True, text=True)
+    if status.returncode == 0:
+        pytest.skip(f"LIGHTTTS_UPSTREAM={upstream} already has the overlay applied; this test needs a pristine one")
     rig = Rig(tmp_path)
     rig.launcher = LAUNCHER
     rig.env.update(LIGHTTTS_DIR=str(pristine), MODEL_DIR=str(rig.model))
