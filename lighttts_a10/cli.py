@@ -99,11 +99,14 @@ def run(command: str, path: str | None, set_name: str | None, as_json: bool, sho
         report.update(result="error", message=error.message, hint=error.hint, exit_code=code,
                       problems=[problem.to_json() for problem in error.problems])
     report.update(describe(selected))
-    if as_json:
-        json.dump(report, sys.stdout, indent=2)
-        print()
-    else:
-        print_text(report, show_files or report["result"] == "error", sys.stdout if code == 0 else sys.stderr)
+    try:
+        if as_json:
+            json.dump(report, sys.stdout, indent=2)
+            print()
+        else:
+            print_text(report, show_files or report["result"] == "error", sys.stdout if code == 0 else sys.stderr)
+    except BrokenPipeError:  # e.g. `apply_patches.py --status | head`: the work is done, keep its exit code
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return code
 
 

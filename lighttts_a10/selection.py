@@ -57,7 +57,12 @@ def select(root: Path, set_name: str | None = None, folder: Path | None = None) 
     def known(candidate: Selected) -> int:
         return sum(status.state in (PRISTINE, OURS) for status in candidate.statuses)
 
-    best = max(candidates, key=known)  # max keeps the first of equals: sets are sorted by name
+    def closeness(candidate: Selected) -> tuple[int, int]:
+        """Files the set knows; on a tie, repositories whose HEAD is the set's pin."""
+        at_pin = sum(candidate.checkout.head(path) == pin.commit for path, pin in candidate.series.repos.items())
+        return known(candidate), at_pin
+
+    best = max(candidates, key=closeness)  # max keeps the first of equals: sets are sorted by name
     for candidate in candidates:
         if candidate is not best:
             differ = len(candidate.statuses) - known(candidate)

@@ -13,6 +13,7 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SET = "fakepin"
+NEXT_SET = "fakenext"
 
 GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid", "GIT_COMMITTER_NAME": "t",
            "GIT_COMMITTER_EMAIL": "t@example.invalid", "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"}
@@ -49,17 +50,24 @@ MANAGER = "kvargs = {\n    \"a\": 1,\n}\n"
 
 @dataclass
 class Upstream:
-    """Source repositories (the 'remotes') and the patch folder made from them."""
+    """Source repositories (the 'remotes') and the patch folder made from them.
+
+    `pin` is the commit the set "fakepin" is made for; `next` is a later LightTTS commit with a changed
+    api_cli.py and its own set "fakenext"; `drifted` changes api_cli.py again and fits no set."""
 
     base: Path
     superproject: Path
     cosyvoice: Path
     matcha: Path
     patches: Path
+    pin: str = ""
+    next: str = ""
+    drifted: str = ""
 
-    def clone(self, dest: Path, layout: str) -> Path:
-        """A checkout of the pin: 'submodule' (git clone --recursive) or 'nested' (plain nested clones)."""
-        git(self.base, "clone", "-q", str(self.superproject), str(dest))
+    def clone(self, dest: Path, layout: str, commit: str | None = None) -> Path:
+        """A checkout of `commit` (the pin by default): 'submodule' (git clone --recursive) or 'nested'."""
+        git(self.base, "clone", "-q", "--no-checkout", str(self.superproject), str(dest))
+        git(dest, "checkout", "-q", commit or self.pin)
         if layout == "submodule":
             git(dest, "submodule", "init")
             git(dest, "config", "submodule.cosyvoice.url", str(self.cosyvoice))
@@ -102,22 +110,28 @@ def upstream(tmp_path_factory: pytest.TempPathFactory) -> Upstream:
     write(superproject / "light_tts/server/manager.py", MANAGER)
     git(superproject, "submodule", "add", "-q", str(cosyvoice), "cosyvoice")
     git(superproject, "submodule", "add", "-q", str(matcha), "third_party/Matcha-TTS")
-    commit_all(superproject, "LightTTS at the pin")
+    pin = commit_all(superproject, "LightTTS at the pin")
+    cli = superproject / "light_tts/server/api_cli.py"
+    cli.write_text("# upstream's next release\n" + CLI)
+    next_ = commit_all(superproject, "next release")
+    cli.write_text("# yet another release\n" + CLI.replace("default=True", "default=False"))
+    drifted = commit_all(superproject, "drifted release")
+    upstream = Upstream(base, superproject, cosyvoice, matcha, base / "patches", pin, next_, drifted)
 
-    # The patch set, made the way a maintainer makes one: edit a checkout, then refresh.
-    patches = base / "patches"
-    set_dir = patches / SET
-    set_dir.mkdir(parents=True)
-    (set_dir / "series").write_text("# test series\n0001-flow.patch\n0002-cli.patch\n")
-    (set_dir / "0001-flow.patch").write_text("Description: flow steps\nAuthor: tests\n\n")
-    (set_dir / "0002-cli.patch").write_text("Description: cli\nAuthor: tests\n\n")
-    work = Upstream(base, superproject, cosyvoice, matcha, patches).clone(base / "maintainer", "submodule")
-    edit_like_the_overlay(work)
-    assert refresh.main([str(work), "--set", SET, "--patches-dir", str(patches),
-                         "--add", "0001-flow.patch:cosyvoice/cosyvoice/flow/flow.py",
-                         "--add", "0002-cli.patch:light_tts/server/api_cli.py",
-                         "--add", "0002-cli.patch:light_tts/server/manager.py"]) == 0
-    return Upstream(base, superproject, cosyvoice, matcha, patches)
+    # The patch sets, made the way a maintainer makes them: edit a checkout, then refresh.
+    for name, commit in ((SET, pin), (NEXT_SET, next_)):
+        set_dir = upstream.patches / name
+        set_dir.mkdir(parents=True)
+        (set_dir / "series").write_text("# test series\n0001-flow.patch\n0002-cli.patch\n")
+        (set_dir / "0001-flow.patch").write_text("Description: flow steps\nAuthor: tests\n\n")
+        (set_dir / "0002-cli.patch").write_text("Description: cli\nAuthor: tests\n\n")
+        work = upstream.clone(base / f"maintainer-{name}", "submodule", commit)
+        edit_like_the_overlay(work)
+        assert refresh.main([str(work), "--set", name, "--patches-dir", str(upstream.patches),
+                             "--add", "0001-flow.patch:cosyvoice/cosyvoice/flow/flow.py",
+                             "--add", "0002-cli.patch:light_tts/server/api_cli.py",
+                             "--add", "0002-cli.patch:light_tts/server/manager.py"]) == 0
+    return upstream
 
 
 @pytest.fixture

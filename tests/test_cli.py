@@ -57,7 +57,7 @@ def test_usage_errors_exit_2(checkout):
     assert run_tool("apply_patches.py", env={"LIGHTTTS_DIR": ""}).returncode == 2
     assert run_tool("apply_patches.py", "--check", "--status", str(checkout)).returncode == 2
     unknown = run_tool("apply_patches.py", "--set", "nope", str(checkout))
-    assert unknown.returncode == 2 and "unknown patch set 'nope'; available: fakepin" in unknown.stderr
+    assert unknown.returncode == 2 and "unknown patch set 'nope'; available: fakenext, fakepin" in unknown.stderr
     assert run_tool("rollback.py", "--bogus", str(checkout)).returncode == 2
 
 
