@@ -150,12 +150,19 @@ class Checkout:
         repo = self.repos[target.repo]
         return not repo.git.status("--porcelain", "--", target.path_in_repo).strip()
 
-    def commits_since_pin(self, target: TargetFile) -> list[str]:
-        """Upstream commits between the pin and HEAD that changed this file (drift), when known."""
+    def head_blob(self, target: TargetFile) -> str | None:
+        """The file's blob id in its repository's HEAD commit (None if HEAD lacks it)."""
+        try:
+            return (self.repos[target.repo].head.commit.tree / target.path_in_repo).hexsha
+        except (KeyError, ValueError):
+            return None
+
+    def commits_between_pin_and_head(self, target: TargetFile) -> list[str]:
+        """Upstream commits that changed this file between the pin and HEAD, in either direction."""
         repo = self.repos[target.repo]
         pin = self.pins[target.repo].commit
         try:
-            log = repo.git.log("--format=%h %ad %s", "--date=short", f"{pin}..HEAD", "--", target.path_in_repo)
+            log = repo.git.log("--format=%h %ad %s", "--date=short", f"{pin}...HEAD", "--", target.path_in_repo)
         except git.GitCommandError:
-            return []
+            return []  # the pin is not in this repository's history (shallow or foreign clone)
         return [line for line in log.splitlines() if line.strip()]

@@ -10,7 +10,7 @@ from typing import Any
 class Problem:
     """One thing wrong with the checkout or the series, named precisely enough to act on."""
 
-    kind: str  # e.g. "foreign-file", "hunk-mismatch", "checksum", "unsafe-path"
+    kind: str  # "local-edit", "upstream-drift", "hunk-mismatch", "checksum", "unsafe-path", "missing-file", ...
     message: str
     path: str | None = None
     patch: str | None = None

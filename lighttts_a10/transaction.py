@@ -188,24 +188,48 @@ def execute(checkout: Checkout, operation: str, writes: list[Write], verify) -> 
 
 # -- describing what is in the way ------------------------------------------------------------------
 def conflict_problems(selected: Selected, status: FileStatus) -> list[Problem]:
-    """Name why a file can't be touched: the patch, each hunk, the line expected and the line found."""
+    """Name why a file can't be touched: local edit or upstream drift, the patch, each hunk, the line
+    expected and the line found, and the upstream commits that changed the file."""
     target, checkout, series = status.target, selected.checkout, selected.series
     if status.state in (UNSAFE, MISSING):
         return [Problem("unsafe-path" if status.state == UNSAFE else "missing-file",
                         f"{target.path}: {status.reason}", path=target.path, patch=target.patch)]
-    commits = checkout.commits_since_pin(target)
-    origin = ("upstream commits since the pin changed it" if commits
-              else "it has uncommitted local edits" if not checkout.is_clean(target)
-              else "it differs from the pinned upstream file")
+    commits: list[str] = []
+    if checkout.head_blob(target) != target.pre:
+        kind = "upstream-drift"
+        commits = checkout.commits_between_pin_and_head(target)
+        pin = series.repos[target.repo]
+        origin = (f"{pin.name} here is at {checkout.head(target.repo)[:7]}, not the pin {pin.commit[:7]}, "
+                  f"and upstream changed this file in between")
+    else:
+        kind = "local-edit"
+        origin = "it has local edits"
     bad_hunks = mismatches(checkout.read_text(target), series.hunks(target))
     where = "" if bad_hunks else " (every hunk still matches: the difference is elsewhere in the file)"
-    problems = [Problem("foreign-file", f"{target.path}: neither the pinned upstream file nor the patched one; "
-                        f"{origin}{where}", path=target.path, patch=target.patch, commits=commits)]
+    problems = [Problem(kind, f"{target.path}: neither the pinned upstream file nor the patched one; {origin}{where}",
+                        path=target.path, patch=target.patch, commits=commits)]
     for bad in bad_hunks:
         problems.append(Problem("hunk-mismatch", f"error: patch failed: {target.path}:{bad.line}",
                                 path=target.path, patch=target.patch, hunk=bad.hunk, line=bad.line,
                                 expected=bad.expected, found=bad.found))
     return problems
+
+
+def refusal_hint(selected: Selected, problems: list[Problem], local_edit_advice: str) -> str:
+    """What to do about the problems found, most specific first."""
+    kinds = {problem.kind for problem in problems}
+    lines = ["nothing was changed."]
+    if "local-edit" in kinds:
+        lines.append(local_edit_advice)
+    if "upstream-drift" in kinds:
+        pins = ", ".join(f"{pin.name} {pin.commit[:7]}" for pin in selected.series.repos.values())
+        lines.append(f"this checkout is not at the pin of patch set {selected.series.name} ({pins}): check that "
+                     "out, or use a supported pin")
+    if kinds & {"unsafe-path", "missing-file"}:
+        lines.append("restore those paths as regular files inside the checkout (e.g. git checkout -- PATH)")
+    if selected.others:
+        lines.append("other supported pins: " + "; ".join(selected.others))
+    return "\n".join(lines)
 
 
 # -- shared start of apply and rollback ----------------------------------------------------------------
@@ -251,21 +275,15 @@ def plan_apply(selected: Selected) -> tuple[list[Write], list[Problem]]:
     return writes, problems
 
 
-def _fits_hint(selected: Selected) -> str:
-    lines = ["nothing was changed. Your edits are never overwritten: commit or stash them "
-             "(in the repository that owns the file), or run rollback.py --force to save them aside first."]
-    if selected.others:
-        lines.append("other supported pins: " + "; ".join(selected.others))
-    return "\n".join(lines)
-
-
 def apply(selected: Selected, check_only: bool = False) -> Outcome:
     outcome = prepare(selected, check_only)
     checkout = selected.checkout
     writes, problems = plan_apply(selected)
     if problems:
         raise ConflictError(f"cannot apply {selected.series.summary()} to {checkout.root}", problems,
-                            hint=_fits_hint(selected))
+                            hint=refusal_hint(selected, problems, "local edits are never overwritten: stash them "
+                                              "(git stash, in the repository that owns the file) and apply again, or "
+                                              "run rollback.py --force to save them aside and restore upstream"))
     if check_only:
         outcome.notes.append("all hunks match exactly; apply would write " + (
             ", ".join(w.target.path for w in writes) if writes else "nothing (already applied)"))
@@ -323,8 +341,9 @@ def rollback(selected: Selected, check_only: bool = False, force: bool = False) 
     writes, problems, to_save = plan_rollback(selected, force)
     if problems:
         raise ConflictError(f"cannot roll back {checkout.root}: files hold changes that are not the overlay's",
-                            problems, hint="nothing was changed. Commit or stash those edits, or rerun with --force "
-                                           "to save them aside and restore the upstream files")
+                            problems, hint=refusal_hint(selected, problems, "stash those edits (git stash, in the "
+                                                        "repository that owns the file), or rerun with --force to "
+                                                        "save them aside and restore the upstream files"))
     if check_only:
         outcome.notes.append("rollback would restore " + (", ".join(w.target.path for w in writes) or "nothing"))
         return outcome

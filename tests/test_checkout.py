@@ -99,10 +99,10 @@ def test_uninitialised_submodule_says_how_to_fix(upstream, series, tmp_path):
     assert "git submodule update --init --recursive" in caught.value.hint
 
 
-def test_commits_since_pin_name_the_drift(checkout, series):
+def test_commits_between_pin_and_head_name_the_drift(checkout, series):
     flow = next(t for t in series.files if t.repo == "cosyvoice")
     repo_dir = checkout / "cosyvoice"
     (checkout / flow.path).write_text("rewritten upstream\n")
     git(repo_dir, "add", "-A")
     git(repo_dir, "commit", "-qm", "Refactor the flow")
-    assert [c.split(" ", 2)[2] for c in Checkout(checkout, series.repos).commits_since_pin(flow)] == ["Refactor the flow"]
+    assert [c.split(" ", 2)[2] for c in Checkout(checkout, series.repos).commits_between_pin_and_head(flow)] == ["Refactor the flow"]

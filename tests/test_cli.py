@@ -46,11 +46,11 @@ def test_refusal_names_file_patch_hunk_and_lines(checkout):
     assert "0002-cli.patch, hunk 1, line 5" in result.stderr
     assert "expected: '    parser.add_argument(\"--load_trt\", type=bool, default=True)'" in result.stderr
     assert "found:    '    parser.add_argument(\"--load_trt\", type=int, default=True)'" in result.stderr
-    assert "foreign" in result.stderr and "nothing was changed" in result.stderr
+    assert "it has local edits" in result.stderr and "nothing was changed" in result.stderr
     assert snapshot(checkout) == before
     report = json.loads(run_tool("apply_patches.py", "--json", str(checkout)).stdout)
     assert report["result"] == "error"
-    assert {(p["kind"], p.get("hunk")) for p in report["problems"]} == {("foreign-file", None), ("hunk-mismatch", 1)}
+    assert {(p["kind"], p.get("hunk")) for p in report["problems"]} == {("local-edit", None), ("hunk-mismatch", 1)}
 
 
 def test_usage_errors_exit_2(checkout):

@@ -56,11 +56,12 @@ def test_local_edit_is_refused_and_nothing_changes(checkout):
         transaction.apply(select(checkout))
     assert snapshot(checkout) == before
     kinds = {(p.kind, p.path) for p in caught.value.problems}
-    assert ("foreign-file", "light_tts/server/api_cli.py") in kinds
+    assert ("local-edit", "light_tts/server/api_cli.py") in kinds
     mismatch = next(p for p in caught.value.problems if p.kind == "hunk-mismatch")
     assert mismatch.patch == "0002-cli.patch" and mismatch.line == 5
     assert "default=True" in mismatch.expected and "default=False" in mismatch.found
-    assert "uncommitted local edits" in caught.value.problems[0].message
+    assert "it has local edits" in caught.value.problems[0].message
+    assert "stash them" in caught.value.hint
 
 
 def test_upstream_drift_names_the_commits(checkout):
@@ -69,8 +70,9 @@ def test_upstream_drift_names_the_commits(checkout):
     git(checkout / "cosyvoice", "commit", "-qam", "Add a header line")
     with pytest.raises(ConflictError) as caught:
         transaction.apply(select(checkout))
-    foreign = next(p for p in caught.value.problems if p.kind == "foreign-file")
-    assert "upstream commits since the pin" in foreign.message
+    foreign = next(p for p in caught.value.problems if p.kind == "upstream-drift")
+    assert "not the pin" in foreign.message and "changed this file in between" in foreign.message
+    assert "this checkout is not at the pin" in caught.value.hint
     assert foreign.commits and foreign.commits[0].endswith("Add a header line")
     assert any(p.kind == "hunk-mismatch" and p.line == 21 for p in caught.value.problems)
 
@@ -155,7 +157,7 @@ def test_rollback_refuses_local_edits_unless_forced(checkout):
     with pytest.raises(ConflictError) as caught:
         transaction.rollback(select(checkout))
     assert snapshot(checkout) == before
-    assert [p.path for p in caught.value.problems if p.kind == "foreign-file"] == ["light_tts/server/manager.py"]
+    assert [p.path for p in caught.value.problems if p.kind == "local-edit"] == ["light_tts/server/manager.py"]
 
     outcome = transaction.rollback(select(checkout), force=True)
     saved_note = next(note for note in outcome.notes if "saved your versions" in note)
