@@ -503,6 +503,26 @@ class Unevaluable(Exception):
     pass
 
 
+def upstream_helpers(checkout: Path) -> dict:
+    """Upstream functions normal_start() calls before its asserts, taken from the checkout itself.
+
+    At ad1c76e, `num_loras` comes from get_config_json(args.model_dir) (style_config.json, else one
+    style). Its module imports half the server, so only the function and its path helper are loaded.
+    """
+    helpers: dict = {}
+    config_utils = checkout / "light_tts/utils/config_utils.py"
+    if not config_utils.exists():
+        return helpers
+    path_utils = {"os": os}
+    exec(compile((checkout / "light_tts/utils/path_utils.py").read_text(), "path_utils.py", "exec"), path_utils)
+    tree = ast.parse(config_utils.read_text())
+    function = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "get_config_json")
+    namespace = {"os": os, "json": json, "trans_relative_to_abs_path": path_utils["trans_relative_to_abs_path"]}
+    exec(compile(ast.Module([function], []), str(config_utils), "exec"), namespace)
+    helpers["get_config_json"] = namespace["get_config_json"]
+    return helpers
+
+
 def start_asserts(api_start: Path, ns: argparse.Namespace) -> list[tuple[int, str, bool]]:
     """Evaluate the `assert`s of upstream's normal_start() against ns, with upstream's own conditions.
 
@@ -514,11 +534,12 @@ def start_asserts(api_start: Path, ns: argparse.Namespace) -> list[tuple[int, st
     fn = next(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "normal_start")
     scope = {"args": copy.deepcopy(ns)}
     results = []
+    functions = upstream_helpers(api_start.parents[2])
 
     def ev(expr: ast.expr, lineno: int):
         code = compile(ast.Expression(expr), str(api_start), "eval")
         try:
-            return eval(code, {"__builtins__": {"len": len, "int": int, "max": max, "min": min}}, scope)
+            return eval(code, {"__builtins__": {"len": len, "int": int, "max": max, "min": min}, **functions}, scope)
         except Exception as e:  # NameError, AttributeError, TypeError ...: we cannot judge it
             raise Unevaluable(f"{api_start}:{lineno}: cannot evaluate {ast.unparse(expr)!r}: {e!r}") from e
 
@@ -533,8 +554,8 @@ def start_asserts(api_start: Path, ns: argparse.Namespace) -> list[tuple[int, st
                 target = st.targets[0]
                 if isinstance(target, ast.Name):
                     try:
-                        scope[target.id] = ast.literal_eval(st.value)
-                    except ValueError:
+                        scope[target.id] = ev(st.value, st.lineno)
+                    except Unevaluable:
                         scope.pop(target.id, None)
                 elif isinstance(target, ast.Attribute) and ast.unparse(target.value) == "args":
                     try:
@@ -562,12 +583,13 @@ def load_parser(checkout: Path) -> argparse.ArgumentParser:
         sys.path.remove(str(checkout))
 
 
-@pytest.fixture(scope="module")
-def patched_checkout(tmp_path_factory) -> Path:
-    upstream = os.environ.get("LIGHTTTS_UPSTREAM")
+@pytest.fixture(scope="module", params=["LIGHTTTS_UPSTREAM", "LIGHTTTS_UPSTREAM_V110"])
+def patched_checkout(request, tmp_path_factory) -> Path:
+    """A patched copy of each supported pin: 30bc57b (LIGHTTTS_UPSTREAM) and ad1c76e (LIGHTTTS_UPSTREAM_V110)."""
+    upstream = os.environ.get(request.param)
     if not upstream:
-        pytest.skip("acceptance test: set LIGHTTTS_UPSTREAM to an upstream LightTTS checkout with submodules "
-                    "(e.g. LIGHTTTS_UPSTREAM=/work/up/pin) to run it")
+        pytest.skip(f"acceptance test: set {request.param} to an upstream LightTTS checkout with submodules "
+                    "(e.g. LIGHTTTS_UPSTREAM=/work/up/pin, LIGHTTTS_UPSTREAM_V110=/work/up/v110) to run it")
     if not (REPO / "apply_patches.py").exists():
         pytest.fail(f"LIGHTTTS_UPSTREAM is set but {REPO}/apply_patches.py does not exist")
     copy_dir = tmp_path_factory.mktemp("upstream") / "LightTTS"
