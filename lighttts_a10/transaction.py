@@ -132,9 +132,13 @@ def undo_from_journal(checkout: Checkout) -> list[str]:
     for entry in journal["files"]:
         path = checkout.root / entry["path"]
         current = blob_id(path.read_bytes()) if path.is_file() and not path.is_symlink() else None
-        if current != entry["blob"]:
+        if current == entry["blob"]:
+            continue
+        if entry["blob"] is None:  # the run created this file (rollback restoring a deleted one)
+            path.unlink()
+        else:
             write_atomic(path, (backups / entry["backup"]).read_bytes(), entry["mode"])
-            restored.append(entry["path"])
+        restored.append(entry["path"])
     _journal_path(checkout).unlink()
     shutil.rmtree(backups, ignore_errors=True)
     return restored

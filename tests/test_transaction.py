@@ -198,3 +198,24 @@ def test_symlink_target_is_refused_and_outside_untouched(checkout, tmp_path):
     with pytest.raises(ConflictError):
         transaction.rollback(select(checkout), force=True)
     assert outside.read_text() == "precious\n" and os.path.islink(manager)
+
+
+def test_failed_rollback_removes_a_file_it_had_recreated(checkout, monkeypatch):
+    transaction.apply(select(checkout))
+    manager = checkout / "light_tts/server/manager.py"
+    manager.unlink()  # the user deleted it; rollback restores it first (files are written in path order)
+    real = transaction.write_atomic
+    calls = []
+
+    def failing(path, data, mode):
+        calls.append(path)
+        if path.name == "manager.py":
+            real(path, data, mode)
+            raise OSError(5, "Input/output error", str(path))
+        real(path, data, mode)
+
+    monkeypatch.setattr(transaction, "write_atomic", failing)
+    with pytest.raises(VerificationError):
+        transaction.rollback(select(checkout))
+    assert not manager.exists()  # back to how the user left it
+    assert states(checkout)["light_tts/server/api_cli.py"] == OURS
