@@ -32,7 +32,9 @@ def select(root: Path, set_name: str | None = None, folder: Path | None = None) 
     folder = folder or patches_dir()
     names = available_sets(folder)
     if not names:
-        raise UsageError(f"no patch sets found under {folder}")
+        raise UsageError(f"no patch sets found under {folder}",
+                         hint="run the tools from a clone of lighttts-a10 (pip install -e .), "
+                              "or point LIGHTTTS_A10_PATCHES_DIR at its patches/ folder")
     if set_name is not None:
         if set_name not in names:
             raise UsageError(f"unknown patch set {set_name!r}; available: {', '.join(names)}")
