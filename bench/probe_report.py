@@ -1,0 +1,178 @@
+#!/usr/bin/env python3
+"""Summarize the probe logs (bench/stubs/lighttts_bench_probe.py) of one or more servers.
+
+    python3 -m bench.probe_report PROBE_DIR [--json OUT.json] [--base unpatched --new patched]
+
+Per server tag it reports:
+- decode process: flow_steps attribute, flow dtype, estimator calls per token2wav call (a histogram per
+  call kind), token2wav seconds per audio second (non-streaming calls, i.e. whole utterances);
+- LLM process: data_type, weight and KV-cache dtypes, and LLM step times per batch size: all steps, and
+  "isolated" steps that overlap no token2wav call of the same server (so the decode process was not
+  competing for the GPU or the host at that moment);
+and, for --base/--new, the ratios new/base of the LLM step medians at each batch size both have.
+
+Standard library only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import glob
+import json
+import os
+import sys
+from typing import Iterable
+
+try:
+    from .tts_load import percentile
+except ImportError:  # run as a script
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from tts_load import percentile
+
+SAMPLE_RATE = 24000
+
+
+def read_events(paths: Iterable[str]) -> list[dict]:
+    events = []
+    for path in paths:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                line = line.strip()
+                if not line:
+                    continue
+                try:
+                    events.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue  # a line cut short by a killed process
+    return events
+
+
+def _intervals(events: list[dict]) -> tuple[list[float], list[float]]:
+    iv = sorted((e["t"], e["t"] + e["dur"]) for e in events)
+    return [a for a, _ in iv], [b for _, b in iv]
+
+
+def overlaps(starts: list[float], ends: list[float], t0: float, t1: float) -> bool:
+    """Does [t0, t1] overlap any interval? Intervals sorted by start, assumed not to overlap each other
+    (the decode process runs token2wav calls one at a time)."""
+    i = bisect.bisect_left(starts, t1)  # intervals starting before t1
+    return i > 0 and ends[i - 1] > t0
+
+
+def _stats(xs: list[float]) -> dict:
+    return {"n": len(xs), "p50_ms": _ms(percentile(xs, 50)), "p90_ms": _ms(percentile(xs, 90)),
+            "mean_ms": _ms(sum(xs) / len(xs)) if xs else None}
+
+
+def _ms(v):
+    return None if v is None else round(v * 1000, 3)
+
+
+def summarize(events: list[dict]) -> dict:
+    tags = sorted({e.get("tag", "") for e in events})
+    out = {}
+    for tag in tags:
+        evs = [e for e in events if e.get("tag", "") == tag]
+        t2w = [e for e in evs if e["ev"] == "t2w"]
+        llm = [e for e in evs if e["ev"] == "llm"]
+        s: dict = {"decode_init": [e for e in evs if e["ev"] == "decode_init"],
+                   "llm_init": [e for e in evs if e["ev"] == "llm_init"]}
+        hist: dict[str, dict[str, int]] = {}
+        for e in t2w:
+            kind = "stream" if e.get("stream") else "nonstream"
+            kind += "/final" if e.get("finalize") else ""
+            h = hist.setdefault(kind, {})
+            h[str(e["est"])] = h.get(str(e["est"]), 0) + 1
+        s["estimator_calls_per_token2wav"] = hist
+        s["flow_steps_attr"] = sorted({str(e.get("fs")) for e in t2w})
+        s["flow_dtype"] = sorted({str(e.get("flow_dtype")) for e in t2w})
+        whole = [e for e in t2w if not e.get("stream") and e.get("samples")]
+        audio = sum(e["samples"][-1] for e in whole) / SAMPLE_RATE
+        s["token2wav_nonstream"] = {"calls": len(whole), "audio_s": round(audio, 3),
+                                    "s_per_audio_s": round(sum(e["dur"] for e in whole) / audio, 5) if audio else None}
+        streamed = [e for e in t2w if e.get("stream") and e.get("samples")]
+        audio_st = sum(e["samples"][-1] for e in streamed) / SAMPLE_RATE
+        s["token2wav_stream"] = {"calls": len(streamed), "audio_s": round(audio_st, 3),
+                                 "s_per_audio_s": round(sum(e["dur"] for e in streamed) / audio_st, 5)
+                                 if audio_st else None}
+        starts, ends = _intervals(t2w)
+        steps: dict[str, dict] = {}
+        for kind in ("decode", "prefill"):
+            by_batch: dict[int, list[float]] = {}
+            iso: dict[int, list[float]] = {}
+            for e in llm:
+                if e.get("kind") != kind or e.get("batch") is None:
+                    continue
+                by_batch.setdefault(e["batch"], []).append(e["dur"])
+                if not overlaps(starts, ends, e["t"], e["t"] + e["dur"]):
+                    iso.setdefault(e["batch"], []).append(e["dur"])
+            steps[kind] = {str(b): {"all": _stats(by_batch[b]), "isolated": _stats(iso.get(b, []))}
+                           for b in sorted(by_batch)}
+        s["llm_steps"] = steps
+        out[tag] = s
+    return out
+
+
+def compare_llm(summary: dict, base: str, new: str, kind: str = "decode") -> list[dict]:
+    """new/base ratios of LLM step medians (isolated and all) at each batch size both have."""
+    a, b = summary[base]["llm_steps"][kind], summary[new]["llm_steps"][kind]
+    rows = []
+    for batch in sorted(set(a) & set(b), key=int):
+        row = {"batch": int(batch)}
+        for which in ("isolated", "all"):
+            va, vb = a[batch][which]["p50_ms"], b[batch][which]["p50_ms"]
+            row[f"{which}_n"] = (a[batch][which]["n"], b[batch][which]["n"])
+            row[f"{which}_base_ms"], row[f"{which}_new_ms"] = va, vb
+            row[f"{which}_ratio"] = round(vb / va, 4) if va and vb else None
+        rows.append(row)
+    return rows
+
+
+def markdown(summary: dict, base: str | None = None, new: str | None = None) -> str:
+    lines = ["| server | flow_steps | flow dtype | estimator calls per token2wav | token2wav s per audio s "
+             "(non-stream) | LLM data_type | LLM layer dtypes | KV cache |", "|" + "---|" * 8]
+    for tag, s in summary.items():
+        li = s["llm_init"][0] if s["llm_init"] else {}
+        hist = "; ".join(f"{k}: " + ", ".join(f"{n}x{c}" for n, c in sorted(v.items(), key=lambda kv: int(kv[0])))
+                         for k, v in sorted(s["estimator_calls_per_token2wav"].items()))
+        lines.append(f"| {tag} | {', '.join(s['flow_steps_attr'])} | {', '.join(s['flow_dtype'])} | {hist} "
+                     f"| {s['token2wav_nonstream']['s_per_audio_s']} | {li.get('data_type')} "
+                     f"| {li.get('layer_dtypes')} | {li.get('kv_dtype')} |")
+    text = "\n".join(lines) + "\n"
+    if base and new and base in summary and new in summary:
+        rows = compare_llm(summary, base, new)
+        text += (f"\nLLM decode step, median ms ({new} / {base}); isolated = no token2wav call of the same server "
+                 f"running\n\n| batch | n isolated | {base} | {new} | ratio | n all | {base} all | {new} all "
+                 f"| ratio all |\n" + "|" + "---|" * 9 + "\n")
+        for r in rows:
+            text += (f"| {r['batch']} | {r['isolated_n'][0]}/{r['isolated_n'][1]} | {r['isolated_base_ms']} "
+                     f"| {r['isolated_new_ms']} | {r['isolated_ratio']} | {r['all_n'][0]}/{r['all_n'][1]} "
+                     f"| {r['all_base_ms']} | {r['all_new_ms']} | {r['all_ratio']} |\n")
+    return text
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("probe_dir")
+    ap.add_argument("--json", help="write the summary here")
+    ap.add_argument("--base", help="tag to divide by (e.g. unpatched)")
+    ap.add_argument("--new", help="tag to compare (e.g. patched)")
+    args = ap.parse_args(argv)
+    paths = sorted(glob.glob(os.path.join(args.probe_dir, "probe-*.jsonl")))
+    if not paths:
+        print(f"probe_report: no probe-*.jsonl in {args.probe_dir}", file=sys.stderr)
+        return 1
+    summary = summarize(read_events(paths))
+    if args.json:
+        result = {"summary": summary}
+        if args.base and args.new and args.base in summary and args.new in summary:
+            result["llm_decode_ratio"] = compare_llm(summary, args.base, args.new)
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(result, f, indent=1)
+    print(markdown(summary, args.base, args.new))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

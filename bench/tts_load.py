@@ -1,0 +1,599 @@
+#!/usr/bin/env python3
+"""Load client for running LightTTS servers: zero-shot requests over HTTP, several servers interleaved.
+
+Standard library only (http.client and threads), so CI needs nothing extra.
+
+Requests are `POST /inference_zero_shot` with the form fields LightTTS's own clients send
+(test/test_zs_stream.py, test_zs_speed.py): tts_text, prompt_text, prompt_wav (a file) and stream.
+The reply body is raw int16 PCM at 24 kHz. Metrics follow test_zs_stream.py:
+
+- TTFA (time to first audio): from just before the request is sent to the first non-empty body bytes.
+  For stream=false the server sends nothing before the whole utterance is made, so TTFA ~ latency.
+- latency: to the last body byte.
+- RTF: latency / audio seconds, audio seconds = body bytes / 2 / sample rate.
+- requests per second: completed requests / wall time of the batches that ran them.
+- p50 / p90 / p99: linear interpolation between closest ranks (numpy.percentile's default).
+
+Side by side: for every round, every (mode, concurrency) cell and every server, one batch runs
+(`concurrency` threads, each sending `per_worker` requests back to back). Servers take turns batch by
+batch, and the first server of a round rotates, so slow drift of the machine hits all servers alike,
+and only one server is loaded at a time. Every server gets the same texts in the same order.
+
+Commands:
+  run      measure; writes JSON (--out) and a markdown table (--md)
+  table    markdown table from a JSON written by run
+  compare  ratios B/A per cell and metric: `compare A.json B.json` (one server per file, or --a/--b
+           to pick by name) or `compare RUN.json --a unpatched --b patched`
+  merge    one result from several runs (same servers, texts and prompt), summary recomputed
+  wait     poll GET /liveness until every server answers 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import http.client
+import io
+import json
+import math
+import os
+import random
+import struct
+import sys
+import threading
+import time
+import urllib.parse
+import uuid
+import wave
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+SCHEMA = "lighttts-a10/tts_load/1"
+DEFAULT_TEXTS = ["Hello world, this is a test.", "The quick brown fox jumps."]
+DEFAULT_PROMPT_TEXT = "This is the prompt text."
+METRICS = ("ttfa_p50", "ttfa_p90", "rtf_p50", "rtf_p90", "latency_p50", "latency_p90", "rps", "audio_s_mean")
+
+
+# --------------------------------------------------------------------------- small pure helpers
+
+def percentile(values: Sequence[float], p: float) -> float | None:
+    """numpy.percentile(values, p) with the default 'linear' method; None for no values."""
+    if not values:
+        return None
+    xs = sorted(values)
+    if not 0 <= p <= 100:
+        raise ValueError(f"percentile out of range: {p}")
+    pos = (len(xs) - 1) * p / 100.0
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+def make_prompt_wav(seconds: float = 3.0, rate: int = 16000, seed: int = 1986) -> bytes:
+    """A mono 16-bit WAV: a 220 Hz sine plus a little seeded noise (a stand-in prompt voice)."""
+    rng = random.Random(seed)
+    n = int(seconds * rate)
+    frames = bytearray()
+    for i in range(n):
+        v = 0.3 * math.sin(2 * math.pi * 220.0 * i / rate) + 0.05 * (rng.random() * 2 - 1)
+        frames += struct.pack("<h", int(max(-1.0, min(1.0, v)) * 32767))
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(bytes(frames))
+    return buf.getvalue()
+
+
+def encode_multipart(fields: dict[str, str], files: dict[str, tuple[str, bytes, str]],
+                     boundary: str | None = None) -> tuple[bytes, str]:
+    """multipart/form-data body and its Content-Type header value."""
+    boundary = boundary or "----lighttts-a10-" + uuid.uuid4().hex
+    out = io.BytesIO()
+    for name, value in fields.items():
+        out.write(f"--{boundary}\r\n".encode())
+        out.write(f'Content-Disposition: form-data; name="{name}"\r\n\r\n'.encode())
+        out.write(str(value).encode("utf-8"))
+        out.write(b"\r\n")
+    for name, (filename, data, ctype) in files.items():
+        out.write(f"--{boundary}\r\n".encode())
+        out.write(f'Content-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'.encode())
+        out.write(f"Content-Type: {ctype}\r\n\r\n".encode())
+        out.write(data)
+        out.write(b"\r\n")
+    out.write(f"--{boundary}--\r\n".encode())
+    return out.getvalue(), f"multipart/form-data; boundary={boundary}"
+
+
+@dataclass(frozen=True)
+class Server:
+    name: str
+    url: str
+
+    @property
+    def parts(self) -> urllib.parse.SplitResult:
+        return urllib.parse.urlsplit(self.url)
+
+    def connection(self, timeout: float) -> http.client.HTTPConnection:
+        p = self.parts
+        if p.scheme == "https":
+            return http.client.HTTPSConnection(p.hostname, p.port or 443, timeout=timeout)
+        return http.client.HTTPConnection(p.hostname, p.port or 80, timeout=timeout)
+
+    def path(self, endpoint: str) -> str:
+        base = self.parts.path.rstrip("/")
+        return f"{base}/{endpoint.lstrip('/')}"
+
+
+def parse_server(spec: str) -> Server:
+    """'NAME=URL' or just 'URL' (then the name is host:port)."""
+    name, sep, url = spec.partition("=")
+    if not sep or "://" in name:
+        url, name = spec, ""
+    p = urllib.parse.urlsplit(url)
+    if p.scheme not in ("http", "https") or not p.hostname:
+        raise ValueError(f"not an http(s) URL: {url!r}")
+    return Server(name or f"{p.hostname}:{p.port or 80}", url)
+
+
+def parse_per_worker(spec: str | None, concurrencies: Iterable[int], default: int = 1) -> dict[int, int]:
+    """'1:3,4:2,16:1' -> {1: 3, 4: 2, 16: 1}; concurrencies not named get `default`."""
+    out = {c: default for c in concurrencies}
+    if spec:
+        for item in spec.split(","):
+            c, sep, n = item.partition(":")
+            if not sep:
+                raise ValueError(f"per-worker item must be C:N, got {item!r}")
+            if int(n) < 1:
+                raise ValueError(f"per-worker count must be >= 1, got {item!r}")
+            out[int(c)] = int(n)
+    return out
+
+
+# --------------------------------------------------------------------------- one request
+
+def post_zero_shot(server: Server, tts_text: str, prompt_text: str, prompt_wav: bytes, stream: bool,
+                   timeout: float, sample_rate: int = 24000, read_size: int = 4096) -> dict:
+    """One request, timed. Never raises: failures come back with ok=False and an error string."""
+    body, ctype = encode_multipart(
+        {"tts_text": tts_text, "prompt_text": prompt_text, "stream": "true" if stream else "false"},
+        {"prompt_wav": ("sample.wav", prompt_wav, "audio/wav")})
+    rec = {"ok": False, "status": None, "error": None, "ttfa_s": None, "latency_s": None,
+           "bytes": 0, "chunks": 0, "audio_s": None, "rtf": None}
+    conn = server.connection(timeout)
+    t0 = time.perf_counter()
+    rec["t_start"] = time.time()
+    try:
+        conn.request("POST", server.path("/inference_zero_shot"), body=body,
+                     headers={"Content-Type": ctype, "Content-Length": str(len(body))})
+        resp = conn.getresponse()
+        rec["status"] = resp.status
+        if resp.status != 200:
+            rec["error"] = f"HTTP {resp.status}: {resp.read(300).decode('utf-8', 'replace')}"
+            rec["latency_s"] = time.perf_counter() - t0
+            return rec
+        nbytes = 0
+        while True:
+            chunk = resp.read1(read_size)
+            if not chunk:
+                break
+            if rec["ttfa_s"] is None:
+                rec["ttfa_s"] = time.perf_counter() - t0
+            nbytes += len(chunk)
+            rec["chunks"] += 1
+        rec["latency_s"] = time.perf_counter() - t0
+        rec["bytes"] = nbytes
+        if nbytes == 0:
+            rec["error"] = "empty body"
+            return rec
+        if nbytes % 2:
+            rec["error"] = f"odd body length {nbytes} (not int16 PCM)"
+            return rec
+        rec["audio_s"] = nbytes / 2 / sample_rate
+        rec["rtf"] = rec["latency_s"] / rec["audio_s"]
+        rec["ok"] = True
+        return rec
+    except Exception as exc:  # noqa: BLE001 - a failed request is data, not a crash
+        rec["latency_s"] = time.perf_counter() - t0
+        rec["error"] = f"{type(exc).__name__}: {exc}"
+        return rec
+    finally:
+        conn.close()
+
+
+# --------------------------------------------------------------------------- batches and runs
+
+def run_batch(server: Server, concurrency: int, per_worker: int, texts: Sequence[str], text_offset: int,
+              prompt_text: str, prompt_wav: bytes, stream: bool, timeout: float,
+              sample_rate: int) -> tuple[list[dict], float]:
+    """`concurrency` threads, each sending `per_worker` requests back to back. Returns records, wall s."""
+    results: list[list[dict]] = [[] for _ in range(concurrency)]
+
+    def worker(w: int) -> None:
+        for j in range(per_worker):
+            k = w * per_worker + j
+            idx = (text_offset + k) % len(texts)
+            rec = post_zero_shot(server, texts[idx], prompt_text, prompt_wav, stream, timeout, sample_rate)
+            rec["text_index"] = idx
+            rec["worker"] = w
+            results[w].append(rec)
+
+    threads = [threading.Thread(target=worker, args=(w,), daemon=True) for w in range(concurrency)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    return [r for rs in results for r in rs], wall
+
+
+def parse_cells(spec: str) -> list[tuple[str, int]]:
+    """'nonstream:1,stream:4' -> [('nonstream', 1), ('stream', 4)]."""
+    cells = []
+    for item in spec.split(","):
+        mode, sep, c = item.strip().partition(":")
+        if not sep or mode not in ("stream", "nonstream") or not c.isdigit() or int(c) < 1:
+            raise ValueError(f"cell must be stream:C or nonstream:C with C >= 1, got {item!r}")
+        cells.append((mode, int(c)))
+    return cells
+
+
+def run(servers: Sequence[Server], texts: Sequence[str], prompt_text: str, prompt_wav: bytes,
+        modes: Sequence[str], concurrencies: Sequence[int], per_worker: dict[int, int], rounds: int,
+        timeout: float = 600.0, sample_rate: int = 24000, warmup: int = 1, deadline_s: float | None = None,
+        log=print, cells: Sequence[tuple[str, int]] | None = None) -> dict:
+    """Measure; returns the JSON-ready result (config, batches, records, summary).
+
+    cells: (mode, concurrency) pairs to run; default every mode x every concurrency."""
+    cells = list(cells) if cells else [(m, c) for m in modes for c in concurrencies]
+    modes = list(dict.fromkeys(m for m, _ in cells))
+    concurrencies = list(dict.fromkeys(c for _, c in cells))
+    if not servers:
+        raise ValueError("no servers")
+    if len({s.name for s in servers}) != len(servers):
+        raise ValueError("server names must be unique")
+    for m in modes:
+        if m not in ("stream", "nonstream"):
+            raise ValueError(f"unknown mode {m!r} (stream or nonstream)")
+    t_run = time.perf_counter()
+    config = {
+        "servers": {s.name: s.url for s in servers}, "texts": list(texts), "prompt_text": prompt_text,
+        "prompt_wav_sha256": hashlib.sha256(prompt_wav).hexdigest(), "prompt_wav_bytes": len(prompt_wav),
+        "modes": list(modes), "concurrencies": list(concurrencies), "cells": [list(x) for x in cells],
+        "per_worker": {str(c): per_worker.get(c, 1) for c in concurrencies}, "rounds": rounds, "timeout_s": timeout,
+        "sample_rate": sample_rate, "warmup": warmup, "deadline_s": deadline_s,
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    records: list[dict] = []
+    batches: list[dict] = []
+    warmups: list[dict] = []
+    for mode in modes:
+        for server in servers:
+            for i in range(warmup):
+                rec = post_zero_shot(server, texts[i % len(texts)], prompt_text, prompt_wav, mode == "stream",
+                                     timeout, sample_rate)
+                warmups.append({"server": server.name, "mode": mode, **rec})
+                log(f"warmup {server.name} {mode}: ok={rec['ok']} ttfa={_fmt(rec['ttfa_s'])} "
+                    f"latency={_fmt(rec['latency_s'])} audio={_fmt(rec['audio_s'])} {rec['error'] or ''}")
+    stopped_early = False
+    rounds_done = 0
+    for r in range(rounds):
+        if deadline_s is not None and r > 0:
+            elapsed = time.perf_counter() - t_run
+            per_round = elapsed / r if r else 0
+            if elapsed + per_round > deadline_s:
+                stopped_early = True
+                log(f"deadline: stopping after {r} round(s) ({elapsed:.0f} s used, ~{per_round:.0f} s a round)")
+                break
+        for mode, c in cells:
+            n = per_worker.get(c, 1)
+            order = [servers[(r + i) % len(servers)] for i in range(len(servers))]
+            for server in order:
+                recs, wall = run_batch(server, c, n, texts, r * c * n, prompt_text, prompt_wav,
+                                       mode == "stream", timeout, sample_rate)
+                batch_id = len(batches)
+                for rec in recs:
+                    rec.update({"server": server.name, "mode": mode, "concurrency": c, "round": r,
+                                "batch": batch_id})
+                records.extend(recs)
+                ok = sum(1 for x in recs if x["ok"])
+                batches.append({"batch": batch_id, "server": server.name, "mode": mode, "concurrency": c,
+                                "round": r, "requests": len(recs), "ok": ok, "wall_s": wall})
+                log(f"round {r} {mode:9s} c={c:<3d} {server.name:12s} {ok}/{len(recs)} ok in {wall:7.2f} s")
+        rounds_done = r + 1
+    t_first = min((x["t_start"] for x in records), default=0.0)
+    for x in records:
+        x["t_start"] = round(x["t_start"] - t_first, 4)
+    result = {"schema": SCHEMA, "config": config, "rounds_done": rounds_done, "stopped_early": stopped_early,
+              "elapsed_s": time.perf_counter() - t_run, "batches": batches, "warmups": warmups,
+              "records": records}
+    result["summary"] = summarize(result)
+    return result
+
+
+def _fmt(v: float | None, digits: int = 3) -> str:
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
+def summarize(result: dict) -> list[dict]:
+    """One cell per (server, mode, concurrency): counts, percentiles, requests/s, audio length check."""
+    cells: dict[tuple, dict] = {}
+    for b in result["batches"]:
+        key = (b["server"], b["mode"], b["concurrency"])
+        cell = cells.setdefault(key, {"server": b["server"], "mode": b["mode"], "concurrency": b["concurrency"],
+                                      "batches": 0, "wall_s": 0.0, "_recs": []})
+        cell["batches"] += 1
+        cell["wall_s"] += b["wall_s"]
+    for rec in result["records"]:
+        key = (rec["server"], rec["mode"], rec["concurrency"])
+        if key in cells:
+            cells[key]["_recs"].append(rec)
+    out = []
+    for key in sorted(cells, key=lambda k: (k[1], k[2], list(result["config"]["servers"]).index(k[0])
+                                              if k[0] in result["config"]["servers"] else 0)):
+        cell = cells[key]
+        recs = cell.pop("_recs")
+        good = [x for x in recs if x["ok"]]
+        ttfa = [x["ttfa_s"] for x in good]
+        rtf = [x["rtf"] for x in good]
+        lat = [x["latency_s"] for x in good]
+        audio = [x["audio_s"] for x in good]
+        by_text: dict[str, list[float]] = {}
+        for x in good:
+            by_text.setdefault(str(x["text_index"]), [])
+            if x["audio_s"] not in by_text[str(x["text_index"])]:
+                by_text[str(x["text_index"])].append(x["audio_s"])
+        cell.update({
+            "requests": len(recs), "ok": len(good), "failed": len(recs) - len(good),
+            "errors": sorted({x["error"] for x in recs if x["error"]})[:5],
+            "audio_s_mean": sum(audio) / len(audio) if audio else None,
+            "audio_s_by_text": by_text,
+            "rps": len(good) / cell["wall_s"] if cell["wall_s"] > 0 else None,
+        })
+        for name, xs in (("ttfa", ttfa), ("rtf", rtf), ("latency", lat)):
+            for p in (50, 90, 99):
+                cell[f"{name}_p{p}"] = percentile(xs, p)
+            cell[f"{name}_mean"] = sum(xs) / len(xs) if xs else None
+        out.append(cell)
+    return out
+
+
+def merge(results: Sequence[dict]) -> dict:
+    """One result from several runs against the same servers with the same texts and prompt.
+
+    Batches and records keep their values and get a `part` (index of the run); batch ids are renumbered
+    and the summary is recomputed over everything."""
+    if not results:
+        raise ValueError("nothing to merge")
+    first = results[0]["config"]
+    for res in results[1:]:
+        cfg = res["config"]
+        for key in ("servers", "texts", "prompt_text", "prompt_wav_sha256", "sample_rate"):
+            if cfg.get(key) != first.get(key):
+                raise ValueError(f"cannot merge: runs differ in {key}")
+    config = json.loads(json.dumps(first))
+    config["merged_from"] = [{"started_at": r["config"].get("started_at"), "cells": r["config"].get("cells"),
+                              "rounds_done": r.get("rounds_done"), "per_worker": r["config"].get("per_worker")}
+                             for r in results]
+    config["cells"] = [list(x) for x in dict.fromkeys(tuple(c) for r in results
+                                                        for c in r["config"].get("cells") or [])]
+    batches, records, warmups = [], [], []
+    for part, res in enumerate(results):
+        renum = {}
+        for b in res["batches"]:
+            renum[b["batch"]] = len(batches)
+            batches.append({**b, "batch": len(batches), "part": part})
+        for rec in res["records"]:
+            records.append({**rec, "batch": renum.get(rec.get("batch"), rec.get("batch")), "part": part})
+        warmups.extend({**w, "part": part} for w in res.get("warmups", []))
+    out = {"schema": SCHEMA, "config": config, "rounds_done": sum(r.get("rounds_done", 0) for r in results),
+           "stopped_early": any(r.get("stopped_early") for r in results),
+           "elapsed_s": sum(r.get("elapsed_s", 0.0) for r in results), "batches": batches, "warmups": warmups,
+           "records": records}
+    out["summary"] = summarize(out)
+    return out
+
+
+# --------------------------------------------------------------------------- tables and comparisons
+
+def markdown_table(summary: list[dict]) -> str:
+    head = ("| mode | conc. | server | ok/req | audio s | TTFA p50 s | TTFA p90 s | RTF p50 | RTF p90 "
+            "| latency p50 s | latency p90 s | req/s |")
+    lines = [head, "|" + "---|" * 12]
+    for c in summary:
+        lines.append(
+            f"| {c['mode']} | {c['concurrency']} | {c['server']} | {c['ok']}/{c['requests']} "
+            f"| {_fmt(c['audio_s_mean'], 2)} | {_fmt(c['ttfa_p50'])} | {_fmt(c['ttfa_p90'])} "
+            f"| {_fmt(c['rtf_p50'])} | {_fmt(c['rtf_p90'])} | {_fmt(c['latency_p50'])} "
+            f"| {_fmt(c['latency_p90'])} | {_fmt(c['rps'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def pick_server(result: dict, name: str | None) -> str:
+    names = list(result["config"]["servers"])
+    if name is None:
+        if len(names) != 1:
+            raise ValueError(f"this result has servers {names}: say which one with --a/--b")
+        return names[0]
+    if name not in names:
+        raise ValueError(f"no server {name!r} in this result (it has {names})")
+    return name
+
+
+def compare(a: dict, b: dict, a_name: str | None = None, b_name: str | None = None) -> list[dict]:
+    """Ratios b/a for each (mode, concurrency) both have. Also says whether audio lengths matched."""
+    an, bn = pick_server(a, a_name), pick_server(b, b_name)
+    cells_a = {(c["mode"], c["concurrency"]): c for c in a["summary"] if c["server"] == an}
+    cells_b = {(c["mode"], c["concurrency"]): c for c in b["summary"] if c["server"] == bn}
+    rows = []
+    for key in sorted(set(cells_a) & set(cells_b)):
+        ca, cb = cells_a[key], cells_b[key]
+        row = {"mode": key[0], "concurrency": key[1], "a": an, "b": bn, "ok_a": ca["ok"], "ok_b": cb["ok"]}
+        for m in METRICS:
+            va, vb = ca.get(m), cb.get(m)
+            row[m] = (vb / va) if (va and vb is not None) else None
+        ta, tb = ca.get("audio_s_by_text", {}), cb.get("audio_s_by_text", {})
+        common = set(ta) & set(tb)
+        row["same_audio_length"] = bool(common) and all(ta[t] == tb[t] for t in common) and all(
+            len(ta[t]) == 1 for t in common)
+        rows.append(row)
+    return rows
+
+
+def compare_markdown(rows: list[dict]) -> str:
+    if not rows:
+        return "(no cells in common)\n"
+    lines = [f"ratios {rows[0]['b']} / {rows[0]['a']} (below 1: {rows[0]['b']} is lower; for req/s, above 1 is "
+             f"better)", "",
+             "| mode | conc. | TTFA p50 | TTFA p90 | RTF p50 | RTF p90 | latency p50 | latency p90 | req/s "
+             "| audio s | same audio length |", "|" + "---|" * 11]
+    for r in rows:
+        lines.append(f"| {r['mode']} | {r['concurrency']} | " + " | ".join(_fmt(r[m]) for m in METRICS)
+                     + f" | {'yes' if r['same_audio_length'] else 'NO'} |")
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- liveness
+
+def wait_live(servers: Sequence[Server], timeout: float, interval: float = 2.0, endpoint: str = "/liveness",
+              log=print) -> bool:
+    """Poll GET endpoint on every server until each answered 200 once, or the timeout passes."""
+    pending = {s.name: s for s in servers}
+    t_end = time.monotonic() + timeout
+    t0 = time.monotonic()
+    while pending and time.monotonic() < t_end:
+        for name, s in list(pending.items()):
+            try:
+                conn = s.connection(5)
+                conn.request("GET", s.path(endpoint))
+                status = conn.getresponse().status
+                conn.close()
+            except OSError:
+                status = None
+            if status == 200:
+                log(f"{name} live after {time.monotonic() - t0:.0f} s")
+                del pending[name]
+        if pending:
+            time.sleep(interval)
+    for name in pending:
+        log(f"{name} not live after {timeout:.0f} s")
+    return not pending
+
+
+# --------------------------------------------------------------------------- CLI
+
+def _load(path: str) -> dict:
+    with open(path, encoding="utf-8") as f:
+        data = json.load(f)
+    if data.get("schema") != SCHEMA:
+        raise ValueError(f"{path}: not a tts_load result (schema {data.get('schema')!r})")
+    return data
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="tts_load", description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    r = sub.add_parser("run", help="measure one or more servers, interleaved")
+    r.add_argument("--server", action="append", required=True, metavar="NAME=URL",
+                   help="repeat for side by side; e.g. unpatched=http://127.0.0.1:18080")
+    r.add_argument("--text", action="append", help="tts_text (repeatable); default: two short English lines")
+    r.add_argument("--prompt-text", default=DEFAULT_PROMPT_TEXT)
+    r.add_argument("--prompt-wav", help="16-bit WAV file; default: a seeded 3 s 16 kHz sine + noise")
+    r.add_argument("--modes", default="nonstream,stream", help="comma list of stream, nonstream")
+    r.add_argument("--concurrency", default="1,4,16", help="comma list")
+    r.add_argument("--cells", help="instead of modes x concurrency: e.g. nonstream:1,nonstream:16,stream:1")
+    r.add_argument("--per-worker", default=None, metavar="C:N,...",
+                   help="requests each worker sends per batch, per concurrency (default 1)")
+    r.add_argument("--rounds", type=int, default=3)
+    r.add_argument("--warmup", type=int, default=1, help="unrecorded requests per server and mode first")
+    r.add_argument("--timeout", type=float, default=600.0, help="per request, seconds")
+    r.add_argument("--deadline", type=float, default=None, help="start no round that would end after this many s")
+    r.add_argument("--sample-rate", type=int, default=24000)
+    r.add_argument("--out", help="JSON result file")
+    r.add_argument("--md", help="markdown table file")
+
+    t = sub.add_parser("table", help="markdown table of a result JSON")
+    t.add_argument("result")
+
+    c = sub.add_parser("compare", help="ratios B/A")
+    c.add_argument("a")
+    c.add_argument("b", nargs="?", help="second result file (default: the same file as A)")
+    c.add_argument("--a", dest="a_name", help="server name in A")
+    c.add_argument("--b", dest="b_name", help="server name in B")
+    c.add_argument("--json", action="store_true", help="print the rows as JSON")
+
+    g = sub.add_parser("merge", help="merge result files of runs against the same servers")
+    g.add_argument("results", nargs="+")
+    g.add_argument("--out", required=True)
+    g.add_argument("--md", help="markdown table file")
+
+    w = sub.add_parser("wait", help="poll /liveness until all servers answer 200")
+    w.add_argument("--server", action="append", required=True, metavar="NAME=URL")
+    w.add_argument("--timeout", type=float, default=300.0)
+    w.add_argument("--endpoint", default="/liveness")
+
+    args = ap.parse_args(argv)
+    try:
+        if args.cmd == "run":
+            servers = [parse_server(s) for s in args.server]
+            cells = parse_cells(args.cells) if args.cells else None
+            concs = [c for _, c in cells] if cells else [int(x) for x in args.concurrency.split(",") if x]
+            if any(x < 1 for x in concs):
+                raise ValueError("concurrency must be >= 1")
+            if args.rounds < 1:
+                raise ValueError("--rounds must be >= 1")
+            prompt = open(args.prompt_wav, "rb").read() if args.prompt_wav else make_prompt_wav()
+            result = run(servers, args.text or DEFAULT_TEXTS, args.prompt_text, prompt,
+                         [m for m in args.modes.split(",") if m], concs, parse_per_worker(args.per_worker, concs),
+                         args.rounds, args.timeout, args.sample_rate, args.warmup, args.deadline,
+                         log=lambda s: print(s, file=sys.stderr, flush=True), cells=cells)
+            table = markdown_table(result["summary"])
+            if args.out:
+                with open(args.out, "w", encoding="utf-8") as f:
+                    json.dump(result, f, indent=1)
+            if args.md:
+                with open(args.md, "w", encoding="utf-8") as f:
+                    f.write(table)
+            print(table)
+            names = list(result["config"]["servers"])
+            for other in names[1:]:
+                print(compare_markdown(compare(result, result, names[0], other)))
+            failed = sum(c["failed"] for c in result["summary"])
+            return 1 if failed else 0
+        if args.cmd == "merge":
+            result = merge([_load(p) for p in args.results])
+            with open(args.out, "w", encoding="utf-8") as f:
+                json.dump(result, f, indent=1)
+            table = markdown_table(result["summary"])
+            if args.md:
+                with open(args.md, "w", encoding="utf-8") as f:
+                    f.write(table)
+            print(table)
+            names = list(result["config"]["servers"])
+            for other in names[1:]:
+                print(compare_markdown(compare(result, result, names[0], other)))
+            return 0
+        if args.cmd == "table":
+            print(markdown_table(_load(args.result)["summary"]))
+            return 0
+        if args.cmd == "compare":
+            a = _load(args.a)
+            b = _load(args.b) if args.b else a
+            rows = compare(a, b, args.a_name, args.b_name)
+            print(json.dumps(rows, indent=1) if args.json else compare_markdown(rows))
+            return 0
+        if args.cmd == "wait":
+            ok = wait_live([parse_server(s) for s in args.server], args.timeout, endpoint=args.endpoint,
+                           log=lambda s: print(s, file=sys.stderr, flush=True))
+            return 0 if ok else 1
+    except (ValueError, OSError) as exc:
+        print(f"tts_load: error: {exc}", file=sys.stderr)
+        return 2
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,292 @@
+"""bench/tts_load.py against small fake LightTTS servers on loopback (no GPU, no upstream, stdlib only)."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import subprocess
+import sys
+import threading
+import time
+import wave
+import io
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from bench import tts_load  # noqa: E402
+
+RATE = 24000
+
+
+def parse_form(body: bytes, ctype: str) -> dict[str, bytes]:
+    """A small multipart/form-data parser for the fake server (field name -> raw value)."""
+    boundary = ctype.split("boundary=", 1)[1].encode()
+    fields = {}
+    for part in body.split(b"--" + boundary):
+        part = part.strip(b"\r\n")
+        if not part or part == b"--":
+            continue
+        head, _, value = part.partition(b"\r\n\r\n")
+        name = head.split(b'name="', 1)[1].split(b'"', 1)[0].decode()
+        fields[name] = value
+    return fields
+
+
+class FakeTTS:
+    """A fake LightTTS: int16 PCM at 24 kHz, 1 s of audio per character of tts_text.
+
+    stream=true: one chunk of audio per second of audio, `chunk_delay` apart (first after `first_delay`).
+    stream=false: the whole body after `first_delay + n * chunk_delay`. Records every request's fields."""
+
+    def __init__(self, first_delay=0.05, chunk_delay=0.01, fail_text=None):
+        self.first_delay, self.chunk_delay, self.fail_text = first_delay, chunk_delay, fail_text
+        self.requests: list[dict] = []
+        self.lock = threading.Lock()
+        fake = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                code = 200 if self.path == "/liveness" else 404
+                self.send_response(code)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                form = parse_form(body, self.headers["Content-Type"])
+                with fake.lock:
+                    fake.requests.append({k: (v if k == "prompt_wav" else v.decode()) for k, v in form.items()})
+                text = form["tts_text"].decode()
+                if self.path != "/inference_zero_shot" or text == fake.fail_text:
+                    msg = b'{"detail":"nope"}'
+                    self.send_response(500)
+                    self.send_header("Content-Length", str(len(msg)))
+                    self.end_headers()
+                    self.wfile.write(msg)
+                    return
+                n = len(text)
+                chunk = b"\x01\x00" * RATE
+                if form["stream"].decode() == "true":
+                    self.send_response(200)
+                    self.send_header("Transfer-Encoding", "chunked")
+                    self.end_headers()
+                    time.sleep(fake.first_delay)
+                    for i in range(n):
+                        if i:
+                            time.sleep(fake.chunk_delay)
+                        self.wfile.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+                        self.wfile.flush()
+                    self.wfile.write(b"0\r\n\r\n")
+                else:
+                    time.sleep(fake.first_delay + n * fake.chunk_delay)
+                    data = chunk * n
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def fakes():
+    made = []
+
+    def make(**kw):
+        f = FakeTTS(**kw)
+        made.append(f)
+        return f
+
+    yield make
+    for f in made:
+        f.close()
+
+
+def test_percentile_matches_numpy_linear():
+    xs = [3.0, 1.0, 4.0, 1.5, 9.0]
+    # numpy.percentile(xs, [0, 50, 90, 100]) -> 1.0, 3.0, 7.0, 9.0
+    assert tts_load.percentile(xs, 0) == 1.0
+    assert tts_load.percentile(xs, 50) == 3.0
+    assert tts_load.percentile(xs, 90) == pytest.approx(7.0)
+    assert tts_load.percentile(xs, 100) == 9.0
+    assert tts_load.percentile([2.0], 90) == 2.0
+    assert tts_load.percentile([], 50) is None
+    with pytest.raises(ValueError):
+        tts_load.percentile(xs, 101)
+
+
+def test_prompt_wav_is_seeded_16k_mono():
+    a, b = tts_load.make_prompt_wav(), tts_load.make_prompt_wav()
+    assert a == b and a != tts_load.make_prompt_wav(seed=1)
+    with wave.open(io.BytesIO(a)) as w:
+        assert (w.getnchannels(), w.getsampwidth(), w.getframerate(), w.getnframes()) == (1, 2, 16000, 48000)
+
+
+def test_parse_server_and_per_worker():
+    assert tts_load.parse_server("u=http://127.0.0.1:18080") == tts_load.Server("u", "http://127.0.0.1:18080")
+    assert tts_load.parse_server("http://h:9/x").name == "h:9"
+    with pytest.raises(ValueError):
+        tts_load.parse_server("u=ftp://h")
+    assert tts_load.parse_per_worker("1:3,16:2", [1, 4, 16]) == {1: 3, 4: 1, 16: 2}
+    with pytest.raises(ValueError):
+        tts_load.parse_per_worker("1:0", [1])
+    assert tts_load.parse_cells("nonstream:1,stream:16") == [("nonstream", 1), ("stream", 16)]
+    with pytest.raises(ValueError):
+        tts_load.parse_cells("fast:1")
+
+
+def test_multipart_round_trip():
+    body, ctype = tts_load.encode_multipart({"tts_text": "héllo", "stream": "true"},
+                                            {"prompt_wav": ("sample.wav", b"RIFF\x00\r\n--x", "audio/wav")})
+    form = parse_form(body, ctype)
+    assert form["tts_text"].decode() == "héllo" and form["stream"] == b"true"
+    assert form["prompt_wav"] == b"RIFF\x00\r\n--x"
+
+
+def test_one_request_stream_and_not(fakes):
+    f = fakes(first_delay=0.2, chunk_delay=0.05)
+    s = tts_load.Server("f", f.url)
+    wav = tts_load.make_prompt_wav(0.1)
+    st = tts_load.post_zero_shot(s, "abcd", "p", wav, True, timeout=10)
+    ns = tts_load.post_zero_shot(s, "abcd", "p", wav, False, timeout=10)
+    for rec in (st, ns):
+        assert rec["ok"] and rec["status"] == 200 and rec["error"] is None
+        assert rec["bytes"] == 4 * RATE * 2 and rec["audio_s"] == pytest.approx(4.0)
+        assert rec["rtf"] == pytest.approx(rec["latency_s"] / 4.0)
+    # streaming: first audio comes well before the end; non-streaming: only at the end
+    assert st["ttfa_s"] < st["latency_s"] - 0.1
+    assert ns["ttfa_s"] >= 0.2 and ns["latency_s"] - ns["ttfa_s"] < ns["latency_s"] / 2
+    sent = f.requests[0]
+    assert sent["tts_text"] == "abcd" and sent["prompt_text"] == "p" and sent["stream"] == "true"
+    assert sent["prompt_wav"] == wav and f.requests[1]["stream"] == "false"
+
+
+def test_failures_are_recorded_not_raised(fakes):
+    f = fakes(fail_text="bad")
+    rec = tts_load.post_zero_shot(tts_load.Server("f", f.url), "bad", "p", b"x", False, timeout=5)
+    assert not rec["ok"] and rec["status"] == 500 and "nope" in rec["error"]
+    dead = tts_load.post_zero_shot(tts_load.Server("d", "http://127.0.0.1:9"), "a", "p", b"x", False, timeout=2)
+    assert not dead["ok"] and dead["status"] is None and dead["error"]
+
+
+def test_interleaved_run_summary_table_and_compare(fakes):
+    slow, fast = fakes(chunk_delay=0.02), fakes(chunk_delay=0.005)
+    servers = [tts_load.Server("slow", slow.url), tts_load.Server("fast", fast.url)]
+    log = []
+    res = tts_load.run(servers, ["ab", "abc"], "p", b"wav", ["nonstream", "stream"], [1, 2], {1: 2, 2: 1},
+                       rounds=2, timeout=10, warmup=1, log=log.append)
+    # every batch of a round ran on both servers, first server rotating each round
+    order = [(b["round"], b["mode"], b["concurrency"], b["server"]) for b in res["batches"]]
+    assert order[:2] == [(0, "nonstream", 1, "slow"), (0, "nonstream", 1, "fast")]
+    assert (1, "nonstream", 1, "fast") == order[len(order) // 2]
+    assert len(res["batches"]) == 2 * 2 * 2 * 2
+    # both servers got the same texts for the same (round, cell, worker, request) slots
+    def slots(name):
+        return sorted((r["round"], r["mode"], r["concurrency"], r["worker"], r["text_index"])
+                      for r in res["records"] if r["server"] == name)
+    assert slots("slow") == slots("fast") and len(slots("slow")) == 2 * 2 * (2 * 1 + 1 * 2)
+    assert sorted(r["tts_text"] for r in slow.requests) == sorted(r["tts_text"] for r in fast.requests)
+    assert len(slow.requests) == 2 + 2 * 2 * (2 * 1 + 1 * 2)
+    cells = {(c["server"], c["mode"], c["concurrency"]): c for c in res["summary"]}
+    assert len(cells) == 8
+    c = cells[("slow", "stream", 2)]
+    assert c["requests"] == 4 and c["ok"] == 4 and c["failed"] == 0
+    assert c["audio_s_by_text"] == {"0": [2.0], "1": [3.0]}
+    assert c["rps"] > 0 and c["ttfa_p50"] <= c["ttfa_p90"] and c["rtf_p50"] <= c["rtf_p90"]
+    table = tts_load.markdown_table(res["summary"])
+    assert table.count("\n") == 2 + 8 and "| stream | 2 | slow | 4/4 |" in table
+    rows = tts_load.compare(res, res, "slow", "fast")
+    assert len(rows) == 4 and all(r["same_audio_length"] for r in rows)
+    nonstream1 = next(r for r in rows if r["mode"] == "nonstream" and r["concurrency"] == 1)
+    assert nonstream1["audio_s_mean"] == pytest.approx(1.0)
+    md = tts_load.compare_markdown(rows)
+    assert "ratios fast / slow" in md and "| nonstream | 1 |" in md
+    json.dumps(res)  # JSON-ready
+
+
+def test_compare_flags_different_audio_lengths_and_picks_servers(fakes):
+    f = fakes()
+    s = [tts_load.Server("a", f.url)]
+    r1 = tts_load.run(s, ["ab"], "p", b"w", ["nonstream"], [1], {1: 1}, rounds=1, warmup=0, log=lambda _: None)
+    r2 = tts_load.run(s, ["abc"], "p", b"w", ["nonstream"], [1], {1: 1}, rounds=1, warmup=0, log=lambda _: None)
+    rows = tts_load.compare(r1, r2)
+    assert rows[0]["same_audio_length"] is False and rows[0]["audio_s_mean"] == pytest.approx(1.5)
+    with pytest.raises(ValueError):
+        tts_load.compare(r1, r2, "nope")
+
+
+def test_merge_keeps_everything_and_refuses_mismatches(fakes):
+    f = fakes()
+    s = [tts_load.Server("a", f.url)]
+    r1 = tts_load.run(s, ["ab"], "p", b"w", [], [], {1: 1}, rounds=1, warmup=0, log=lambda _: None,
+                      cells=[("nonstream", 1)])
+    r2 = tts_load.run(s, ["ab"], "p", b"w", [], [], {2: 1}, rounds=2, warmup=0, log=lambda _: None,
+                      cells=[("stream", 2)])
+    m = tts_load.merge([r1, r2])
+    assert [b["batch"] for b in m["batches"]] == [0, 1, 2]
+    assert {r["part"] for r in m["records"]} == {0, 1} and len(m["records"]) == 1 + 4
+    assert {(c["mode"], c["concurrency"]) for c in m["summary"]} == {("nonstream", 1), ("stream", 2)}
+    assert m["rounds_done"] == 3
+    r3 = tts_load.run(s, ["xyz"], "p", b"w", [], [], {1: 1}, rounds=1, warmup=0, log=lambda _: None,
+                      cells=[("nonstream", 1)])
+    with pytest.raises(ValueError, match="texts"):
+        tts_load.merge([r1, r3])
+
+
+def test_deadline_stops_between_rounds(fakes):
+    f = fakes(first_delay=0.2)
+    res = tts_load.run([tts_load.Server("a", f.url)], ["a"], "p", b"w", ["nonstream"], [1], {1: 1}, rounds=50,
+                       warmup=0, deadline_s=0.5, log=lambda _: None)
+    assert res["stopped_early"] and 1 <= res["rounds_done"] < 50
+    assert len(res["batches"]) == res["rounds_done"]
+
+
+def test_cli_run_table_compare_and_wait(fakes, tmp_path):
+    a, b = fakes(chunk_delay=0.01), fakes(chunk_delay=0.0)
+    out, md = tmp_path / "r.json", tmp_path / "r.md"
+    cmd = [sys.executable, str(REPO / "bench" / "tts_load.py")]
+    p = subprocess.run(cmd + ["run", "--server", f"base={a.url}", "--server", f"new={b.url}", "--text", "abc",
+                              "--cells", "nonstream:1,stream:2", "--rounds", "1", "--warmup", "0",
+                              "--out", str(out), "--md", str(md)], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert "ratios new / base" in p.stdout and md.read_text() in p.stdout
+    data = json.loads(out.read_text())
+    assert data["schema"] == tts_load.SCHEMA and data["config"]["cells"] == [["nonstream", 1], ["stream", 2]]
+    p = subprocess.run(cmd + ["compare", str(out), "--a", "base", "--b", "new", "--json"], capture_output=True,
+                       text=True, timeout=30)
+    assert p.returncode == 0 and len(json.loads(p.stdout)) == 2
+    p = subprocess.run(cmd + ["compare", str(out)], capture_output=True, text=True, timeout=30)
+    assert p.returncode == 2 and "say which one" in p.stderr
+    p = subprocess.run(cmd + ["table", str(out)], capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0 and "| stream | 2 | new |" in p.stdout
+    p = subprocess.run(cmd + ["wait", "--server", f"a={a.url}", "--timeout", "5"], capture_output=True,
+                       text=True, timeout=30)
+    assert p.returncode == 0 and "live after" in p.stderr
+    p = subprocess.run(cmd + ["wait", "--server", "x=http://127.0.0.1:9", "--timeout", "1"], capture_output=True,
+                       text=True, timeout=30)
+    assert p.returncode == 1 and "not live" in p.stderr
+
+
+def test_cli_run_exits_1_when_requests_fail(fakes, tmp_path):
+    f = fakes(fail_text="bad")
+    p = subprocess.run([sys.executable, str(REPO / "bench" / "tts_load.py"), "run", "--server", f.url, "--text",
+                        "bad", "--cells", "nonstream:1", "--rounds", "1", "--warmup", "0"],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 1 and "| nonstream | 1 |" in p.stdout and "0/1" in p.stdout

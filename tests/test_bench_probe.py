@@ -1,0 +1,296 @@
+"""The benchmark-only start-up hook (bench/stubs) and the probe report, on fake modules (no torch, no upstream).
+
+The fakes mimic the names the probe hooks: cosyvoice.cli.model.CosyVoice2Model (token2wav, flow.decoder.
+estimator), light_tts.models.cosyvoice2.model.CosyVoice2TpPartModel and the LLM backend's
+ContinuesBatchBackend. Each scenario runs in a fresh interpreter with bench/stubs on PYTHONPATH, exactly as
+the servers get it on the GPU machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+STUBS = REPO / "bench" / "stubs"
+sys.path.insert(0, str(REPO))
+
+from bench import probe_report  # noqa: E402
+
+FAKE_COSYVOICE_MODEL = '''
+class Estimator:
+    def forward(self, x):
+        return x
+    def __call__(self, x):
+        return self.forward(x)
+
+class Decoder:
+    def __init__(self):
+        self.estimator = Estimator()
+
+class Flow:
+    def __init__(self, steps):
+        self.decoder = Decoder()
+        if steps is not None:
+            self.flow_steps = steps
+    def inference(self):
+        for _ in range(getattr(self, "flow_steps", 10)):
+            self.decoder.estimator(1)
+
+class Out:
+    def __init__(self, n):
+        self.shape = (1, n)
+
+class CosyVoice2Model:
+    def __init__(self, llm, flow, hift, fp16=False, **kw):
+        self.fp16 = fp16
+        self.flow = Flow(kw.get("flow_steps"))
+    def token2wav(self, token, prompt_token, prompt_feat, embedding, token_offset, uuid, stream=False,
+                  finalize=False, speed=1.0):
+        self.flow.inference()
+        return Out(960 * len(token))
+'''
+
+FAKE_LLM_MODEL = '''
+class Tensor:
+    def __init__(self, dtype, shape=(1,)):
+        self.dtype, self.shape = dtype, shape
+
+class LayerWeight:
+    def __init__(self, dtype):
+        self.q = Tensor(dtype)
+        self.nested = {"k": Tensor(dtype), "v": [Tensor(dtype)]}
+
+class Mem:
+    kv_buffer = Tensor("torch.bfloat16", (24, 16384, 4, 64))
+
+class CosyVoice2TpPartModel:
+    def __init__(self, kvargs):
+        self.data_type = kvargs["data_type"]
+        self.trans_layers_weight = [LayerWeight(kvargs["data_type"]) for _ in range(3)]
+        self.pre_post_weight = LayerWeight(kvargs["data_type"])
+        self.mem_manager = Mem()
+'''
+
+FAKE_BACKEND = '''
+import time
+from light_tts.server.tts_llm.model_infer.infer_batch import g_infer_context
+
+class ContinuesBatchBackend:
+    def prefill(self, reqs):
+        g_infer_context.infer_req_ids.extend(reqs)
+        time.sleep(0.001)
+    def decode(self):
+        time.sleep(0.001)
+        return "stepped"
+'''
+
+FAKE_INFER_BATCH = '''
+class Ctx:
+    infer_req_ids = []
+g_infer_context = Ctx()
+'''
+
+
+def make_fake_tree(root: Path) -> Path:
+    files = {
+        "cosyvoice/__init__.py": "", "cosyvoice/cli/__init__.py": "", "cosyvoice/cli/model.py": FAKE_COSYVOICE_MODEL,
+        "light_tts/__init__.py": "", "light_tts/models/__init__.py": "", "light_tts/models/cosyvoice2/__init__.py": "",
+        "light_tts/models/cosyvoice2/model.py": FAKE_LLM_MODEL,
+        "light_tts/server/__init__.py": "", "light_tts/server/tts_llm/__init__.py": "",
+        "light_tts/server/tts_llm/model_infer/__init__.py": "",
+        "light_tts/server/tts_llm/model_infer/infer_batch.py": FAKE_INFER_BATCH,
+        "light_tts/server/tts_llm/model_infer/mode_backend/__init__.py": "",
+        "light_tts/server/tts_llm/model_infer/mode_backend/continues_batch/__init__.py": "",
+        "light_tts/server/tts_llm/model_infer/mode_backend/continues_batch/impl.py": FAKE_BACKEND,
+    }
+    for rel, text in files.items():
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text)
+    return root
+
+
+def run_py(code: str, cwd: Path, env_extra: dict) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIGHTTTS_BENCH")}
+    env.update({"PYTHONPATH": os.pathsep.join([str(STUBS), str(cwd)]), **env_extra})
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=60)
+
+
+SCENARIO = '''
+    import time
+    from cosyvoice.cli.model import CosyVoice2Model
+    from light_tts.models.cosyvoice2.model import CosyVoice2TpPartModel
+    from light_tts.server.tts_llm.model_infer.mode_backend.continues_batch.impl import ContinuesBatchBackend
+    import lighttts_bench_probe
+
+    m = CosyVoice2Model(None, None, None, fp16=True, **({{"flow_steps": {steps}}} if {steps} else {{}}))
+    assert m.token2wav([1] * 200, [0] * 75, None, None, 0, "u1") .shape == (1, 192000)
+    m.token2wav([1] * 28, [0] * 75, None, None, 0, "u2", stream=True, finalize=False)
+    m.token2wav([1] * 50, [0] * 75, None, None, 25, "u2", stream=True, finalize=True)
+    CosyVoice2TpPartModel({{"data_type": "{dtype}"}})
+    b = ContinuesBatchBackend()
+    b.prefill(["r1", "r2"])
+    assert b.decode() == "stepped"
+    time.sleep(0.05)
+    assert b.decode() == "stepped"
+    lighttts_bench_probe.flush()
+    print("scenario ok")
+'''
+
+
+def test_probe_records_what_proves_the_patches(tmp_path):
+    tree = make_fake_tree(tmp_path / "tree")
+    probe = tmp_path / "probe"
+    for tag, steps, dtype in (("unpatched", 0, "torch.float16"), ("patched", 5, "torch.bfloat16")):
+        p = run_py(SCENARIO.format(steps=steps, dtype=dtype), tree,
+                   {"LIGHTTTS_BENCH_PROBE_DIR": str(probe), "LIGHTTTS_BENCH_TAG": tag})
+        assert p.returncode == 0 and "scenario ok" in p.stdout, p.stderr
+    files = sorted(probe.glob("probe-*.jsonl"))
+    assert [f.name.split("-")[1] for f in files] == ["patched", "unpatched"]
+    events = probe_report.read_events(map(str, files))
+    t2w = [e for e in events if e["ev"] == "t2w"]
+    assert [(e["tag"], e["est"], e["stream"], e["finalize"]) for e in t2w] == [
+        ("patched", 5, False, False), ("patched", 5, True, False), ("patched", 5, True, True),
+        ("unpatched", 10, False, False), ("unpatched", 10, True, False), ("unpatched", 10, True, True)]
+    init = {e["tag"]: e for e in events if e["ev"] == "decode_init"}
+    assert init["patched"]["flow_steps_arg"] == 5 and init["patched"]["flow_steps_attr"] == 5
+    assert init["unpatched"]["flow_steps_attr"] is None and init["unpatched"]["fp16"] is True
+    llm = {e["tag"]: e for e in events if e["ev"] == "llm_init"}
+    assert llm["patched"]["data_type"] == "torch.bfloat16"
+    assert llm["patched"]["layer_dtypes"] == {"torch.bfloat16": 9}
+    assert llm["unpatched"]["layer_dtypes"] == {"torch.float16": 9}
+    assert llm["patched"]["kv_dtype"] == "torch.bfloat16" and llm["patched"]["kv_shape"] == [24, 16384, 4, 64]
+    steps = [(e["tag"], e["kind"], e["batch"]) for e in events if e["ev"] == "llm"]
+    assert steps.count(("patched", "prefill", 2)) == 1 and steps.count(("patched", "decode", 2)) == 2
+
+    s = probe_report.summarize(events)
+    assert s["patched"]["estimator_calls_per_token2wav"] == {"nonstream": {"5": 1}, "stream": {"5": 1},
+                                                             "stream/final": {"5": 1}}
+    assert s["unpatched"]["flow_steps_attr"] == ["None"] and s["patched"]["flow_steps_attr"] == ["5"]
+    assert s["patched"]["token2wav_nonstream"]["calls"] == 1
+    assert s["patched"]["token2wav_nonstream"]["audio_s"] == pytest.approx(8.0)
+    assert s["patched"]["llm_steps"]["decode"]["2"]["all"]["n"] == 2
+    rows = probe_report.compare_llm(s, "unpatched", "patched")
+    assert [r["batch"] for r in rows] == [2] and rows[0]["all_ratio"] is not None
+    md = probe_report.markdown(s, "unpatched", "patched")
+    assert "| patched | 5 |" in md and "LLM decode step" in md
+
+
+def test_probe_is_off_without_the_variable_and_the_audio_shim_is_on(tmp_path):
+    tree = make_fake_tree(tmp_path / "tree")
+    code = '''
+        import sys, types
+        from cosyvoice.cli.model import CosyVoice2Model
+        assert not getattr(CosyVoice2Model, "_lighttts_bench_patched", False)
+        import lighttts_bench_hooks as h
+        assert "torchaudio" in h._callbacks
+        seen = []
+        h.when_imported("os", lambda m: seen.append(m.__name__))  # already imported: runs at once
+        assert seen == ["os"]
+        print("ok")
+    '''
+    p = run_py(code, tree, {})
+    assert p.returncode == 0 and "ok" in p.stdout, p.stderr
+    p = run_py("import lighttts_bench_hooks as h; assert 'torchaudio' not in h._callbacks; print('ok')", tree,
+               {"LIGHTTTS_BENCH_NO_AUDIO_SHIM": "1"})
+    assert p.returncode == 0, p.stderr
+
+
+def test_post_import_hook_runs_after_the_module_and_survives_a_failing_callback(tmp_path):
+    (tmp_path / "target_mod.py").write_text("VALUE = 1\n")
+    code = '''
+        import lighttts_bench_hooks as h
+        order = []
+        h.when_imported("target_mod", lambda m: order.append(("first", m.VALUE)))
+        h.when_imported("target_mod", lambda m: 1 / 0)
+        h.when_imported("target_mod", lambda m: order.append(("third", m.VALUE)))
+        import target_mod
+        assert order == [("first", 1), ("third", 1)], order
+        assert target_mod.__spec__.loader.__class__.__name__ == "SourceFileLoader"
+        import importlib; importlib.reload(target_mod)
+        print("ok")
+    '''
+    p = run_py(code, tmp_path, {})
+    assert p.returncode == 0 and "ok" in p.stdout, p.stderr
+    assert "callback for target_mod failed" in p.stderr and "ZeroDivisionError" in p.stderr
+
+
+def test_torchaudio_shim_reads_wav_like_torchaudio(tmp_path):
+    pytest.importorskip("soundfile", reason="soundfile is only on the GPU machine (carried wheel)")
+    pytest.importorskip("torch", reason="torch is only on the GPU machine")
+    code = '''
+        import io, types, sys
+        sys.path.insert(0, %r)
+        from bench.tts_load import make_prompt_wav
+        import lighttts_bench_hooks as h
+        ta = types.ModuleType("torchaudio")
+        h.replace_torchaudio_load(ta)
+        wav, rate = ta.load(io.BytesIO(make_prompt_wav(1.0)), backend="soundfile")
+        assert rate == 16000 and tuple(wav.shape) == (1, 16000) and str(wav.dtype) == "torch.float32"
+        assert float(wav.abs().max()) <= 1.0
+        print("ok")
+    ''' % str(REPO)
+    p = run_py(code, tmp_path, {})
+    assert p.returncode == 0 and "ok" in p.stdout, p.stderr
+
+
+def test_stubs_for_tn_and_pyworld(tmp_path):
+    code = '''
+        from tn.chinese.normalizer import Normalizer as Zh
+        from tn.english.normalizer import Normalizer as En
+        assert Zh(remove_erhua=False, full_to_half=False, overwrite_cache=True).normalize("一 2") == "一 2"
+        assert En().normalize("3 apples") == "3 apples"
+        import pyworld
+        try:
+            pyworld.harvest
+        except AttributeError as e:
+            assert "stand-in" in str(e)
+        else:
+            raise SystemExit("pyworld stub should refuse use")
+        print("ok")
+    '''
+    p = run_py(code, tmp_path, {})
+    assert p.returncode == 0 and "ok" in p.stdout, p.stderr
+
+
+def test_overlap_and_isolated_llm_steps():
+    starts, ends = [1.0, 5.0], [2.0, 6.0]
+    assert probe_report.overlaps(starts, ends, 1.5, 1.6)
+    assert probe_report.overlaps(starts, ends, 0.5, 1.1)
+    assert not probe_report.overlaps(starts, ends, 2.1, 4.9)
+    assert not probe_report.overlaps(starts, ends, 6.1, 7.0)
+    assert not probe_report.overlaps([], [], 0, 1)
+    events = [
+        {"ev": "t2w", "tag": "a", "t": 10.0, "dur": 1.0, "est": 10, "stream": False, "finalize": True,
+         "samples": [1, 24000]},
+        {"ev": "llm", "tag": "a", "kind": "decode", "t": 10.5, "dur": 0.01, "batch": 1},
+        {"ev": "llm", "tag": "a", "kind": "decode", "t": 12.0, "dur": 0.02, "batch": 1},
+        {"ev": "llm", "tag": "b", "kind": "decode", "t": 10.5, "dur": 0.03, "batch": 1},
+    ]
+    s = probe_report.summarize(events)
+    a = s["a"]["llm_steps"]["decode"]["1"]
+    assert a["all"]["n"] == 2 and a["isolated"]["n"] == 1 and a["isolated"]["p50_ms"] == pytest.approx(20.0)
+    assert s["b"]["llm_steps"]["decode"]["1"]["isolated"]["n"] == 1  # other servers' decode doesn't count
+    assert s["a"]["token2wav_nonstream"]["s_per_audio_s"] == pytest.approx(1.0)
+    rows = probe_report.compare_llm(s, "a", "b")
+    assert rows[0]["isolated_ratio"] == pytest.approx(1.5)
+
+
+def test_report_cli(tmp_path):
+    (tmp_path / "probe-x-1.jsonl").write_text(
+        json.dumps({"ev": "llm", "tag": "x", "kind": "decode", "t": 1, "dur": 0.01, "batch": 1}) + "\n{cut")
+    p = subprocess.run([sys.executable, str(REPO / "bench" / "probe_report.py"), str(tmp_path), "--json",
+                        str(tmp_path / "s.json")], capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, p.stderr
+    assert json.loads((tmp_path / "s.json").read_text())["summary"]["x"]["llm_steps"]["decode"]["1"]["all"]["n"] == 1
+    p = subprocess.run([sys.executable, str(REPO / "bench" / "probe_report.py"), str(tmp_path / "none")],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 1 and "no probe" in p.stderr
