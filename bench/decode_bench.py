@@ -135,7 +135,8 @@ def markdown(stats: dict[str, dict], audio_s: float) -> str:
 # --------------------------------------------------------------------------- the GPU part
 
 def run(checkout: Path, model_dir: Path, steps: list[int], precisions: list[str], modes: list[str],
-        n_tokens: int, reps: int, stream_reps: int, warmup: int, seed: int, log=print) -> dict:
+        n_tokens: int, reps: int, stream_reps: int, warmup: int, seed: int, log=print,
+        stream_warmup: int | None = None) -> dict:
     checkout = Path(checkout).resolve()
     for p in (str(checkout / "cosyvoice"), str(checkout)):
         if p not in sys.path:
@@ -237,7 +238,7 @@ def run(checkout: Path, model_dir: Path, steps: list[int], precisions: list[str]
                     calls.append(dt)
                     ests.append(est)
                     samples += n
-                model.hift_cache_dict.pop(rid, None)
+            model.hift_cache_dict.pop(rid, None)  # model_rpc.forward pops after the final call
         return {"total_s": sum(calls), "first_s": calls[0], "calls_s": calls, "est": ests, "samples": samples}
 
     samples: dict[str, list[dict]] = {}
@@ -245,7 +246,7 @@ def run(checkout: Path, model_dir: Path, steps: list[int], precisions: list[str]
     for mode in modes:
         configs = [(mode, p, s) for p in precisions for s in steps]
         for cfg in configs:
-            for _ in range(warmup):
+            for _ in range(warmup if mode == "nonstream" or stream_warmup is None else stream_warmup):
                 utterance(*cfg)
         n = reps if mode == "nonstream" else stream_reps
         for r in range(n):
@@ -263,7 +264,7 @@ def run(checkout: Path, model_dir: Path, steps: list[int], precisions: list[str]
         "schema": "lighttts-a10/decode_bench/1", "checkout": str(checkout), "patched_checkout": patched,
         "model_dir": str(model_dir), "device": torch.cuda.get_device_name(), "torch": torch.__version__,
         "n_tokens": n_tokens, "audio_s": audio_s, "prompt_tokens": prompt_tokens, "reps": reps,
-        "stream_reps": stream_reps, "warmup": warmup, "steps": steps, "precisions": precisions, "modes": modes,
+        "stream_reps": stream_reps, "warmup": warmup, "stream_warmup": stream_warmup, "steps": steps, "precisions": precisions, "modes": modes,
         "stream_schedule": stream_schedule(n_tokens, prompt_tokens), "load_s": round(load_s, 1),
         "run_s": round(time.time() - t_run, 1), "stats": stats,
         "ratios": ratios(stats, steps, precisions, modes), "problems": problems,
@@ -282,7 +283,8 @@ def main(argv=None) -> int:
     ap.add_argument("--tokens", type=int, default=250)
     ap.add_argument("--reps", type=int, default=12, help="non-streaming repetitions per config")
     ap.add_argument("--stream-reps", type=int, default=3, help="streamed utterances per config")
-    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--warmup", type=int, default=2, help="unrecorded utterances per config first")
+    ap.add_argument("--stream-warmup", type=int, default=None, help="the same for stream (default: --warmup)")
     ap.add_argument("--seed", type=int, default=1986)
     ap.add_argument("--out")
     args = ap.parse_args(argv)
@@ -294,7 +296,8 @@ def main(argv=None) -> int:
     if 10 not in steps:
         print("decode_bench: note: 10 is not in --steps, so no ratios to 10 steps", file=sys.stderr)
     res = run(args.checkout, args.model_dir, steps, precisions, modes, args.tokens, args.reps, args.stream_reps,
-              args.warmup, args.seed, log=lambda s: print(s, file=sys.stderr, flush=True))
+              args.warmup, args.seed, log=lambda s: print(s, file=sys.stderr, flush=True),
+              stream_warmup=args.stream_warmup)
     if args.out:
         with open(args.out, "w", encoding="utf-8") as f:
             json.dump(res, f, indent=1)

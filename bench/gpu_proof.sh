@@ -10,7 +10,8 @@
 #   setup    install the carried wheels (.whl/) into $SITE; build the random model dir (once)
 #   start    start the unpatched and the patched server at the same time on one GPU (setsid, so they
 #            outlive this command while the machine stays warm), wait for /liveness on both
-#   load_a   interleaved load: nonstream c=1,4,16 and stream c=1,4 (rounds until the call's budget)
+#   load_a   interleaved load: nonstream c=1,4,16 and stream c=1,4 (rounds until the call's budget,
+#            less RESERVE_FOR_B seconds)
 #   load_b   interleaved load: stream c=16
 #   report   probe summary + server logs + GPU memory into $OUT (servers keep running)
 #   stop     stop both servers (their process groups), then report
@@ -114,20 +115,24 @@ phase_start() {
     cat "$WORK/gpu_mem_after_start.txt"
 }
 
-run_load() {  # name cells per-worker rounds min-seconds
-    local name=$1 cells=$2 per=$3 rounds=$4 need=$5
-    local budget=$(( $(left) - 45 ))
+run_load() {  # name cells rounds min-seconds reserve-seconds
+    local name=$1 cells=$2 rounds=$3 need=$4 reserve=${5:-0}
+    local budget=$(( $(left) - 45 - reserve ))
     if [ "$budget" -lt "$need" ]; then say "skipping $name: ${budget}s left, needs ${need}s"; return 0; fi
     local n=1; while [ -f "$OUT/load_${name}_$n.json" ] || [ -f "$WORK/load_${name}_$n.json" ]; do n=$((n + 1)); done
-    say "load $name part $n: cells $cells, per worker $per, up to $rounds rounds, deadline ${budget}s"
+    say "load $name part $n: cells $cells, up to $rounds rounds, deadline ${budget}s"
+    # Timeouts bound the damage of a request that never gets its answer (see docs/PERFORMANCE.md).
     python3 "$REPO/bench/tts_load.py" run --server "unpatched=$U_URL" --server "patched=$P_URL" "${TEXTS[@]}" \
-        --cells "$cells" --per-worker "$per" --rounds "$rounds" --warmup 1 --timeout 300 \
+        --cells "$cells" --rounds "$rounds" --warmup 1 --timeout 240 --timeout-nonstream 60 \
         --deadline "$budget" --out "$WORK/load_${name}_$n.json" --md "$WORK/load_${name}_$n.md"
     cp "$WORK/load_${name}_$n.json" "$OUT/" 2>/dev/null
 }
 
-phase_load_a() { run_load a "nonstream:1,nonstream:4,nonstream:16,stream:1,stream:4" "1:4,4:2,16:1" 20 120; }
-phase_load_b() { run_load b "stream:16" "16:1" 3 200; }
+# MODE:CONCURRENCY:REQUESTS-PER-WORKER per batch. RESERVE_FOR_B keeps time for load_b in the same call.
+phase_load_a() {
+    run_load a "nonstream:1:4,nonstream:4:1,nonstream:16:1,stream:1:3,stream:4:1" 20 120 "${RESERVE_FOR_B:-0}"
+}
+phase_load_b() { run_load b "stream:16:1" 3 200; }
 
 phase_report() {
     python3 "$REPO/bench/probe_report.py" "$PROBE" --base unpatched --new patched --json "$OUT/probe.json" \
@@ -166,7 +171,8 @@ phase_decode() {
     local reps=${DECODE_REPS:-12} sreps=${DECODE_STREAM_REPS:-3}
     say "decode bench on the patched checkout (${reps} non-stream, ${sreps} stream repetitions per config)"
     python3 "$REPO/bench/decode_bench.py" "$PATCHED" "$MODEL" --steps 10,8,5,3 --precisions fp16,bf16 \
-        --modes nonstream,stream --tokens 250 --reps "$reps" --stream-reps "$sreps" --out "$OUT/decode.json" \
+        --modes nonstream,stream --tokens 250 --reps "$reps" --stream-reps "$sreps" --stream-warmup 1 \
+        --out "$OUT/decode.json" \
         2>&1 | grep -v -i warning
 }
 

@@ -11,7 +11,9 @@ The reply body is raw int16 PCM at 24 kHz. Metrics follow test_zs_stream.py:
   For stream=false the server sends nothing before the whole utterance is made, so TTFA ~ latency.
 - latency: to the last body byte.
 - RTF: latency / audio seconds, audio seconds = body bytes / 2 / sample rate.
-- requests per second: completed requests / wall time of the batches that ran them.
+- requests per second: completed requests / wall time of the batches that ran them, counting only
+  batches in which every request completed (a batch with a failed or timed-out request is left out of
+  throughput, and counted in failed_batches).
 - p50 / p90 / p99: linear interpolation between closest ranks (numpy.percentile's default).
 
 Side by side: for every round, every (mode, concurrency) cell and every server, one batch runs
@@ -229,27 +231,35 @@ def run_batch(server: Server, concurrency: int, per_worker: int, texts: Sequence
     return [r for rs in results for r in rs], wall
 
 
-def parse_cells(spec: str) -> list[tuple[str, int]]:
-    """'nonstream:1,stream:4' -> [('nonstream', 1), ('stream', 4)]."""
+def parse_cells(spec: str) -> list[tuple]:
+    """'nonstream:1:4,stream:4' -> [('nonstream', 1, 4), ('stream', 4)]: mode, concurrency and, optionally,
+    requests per worker per batch for that cell (else --per-worker decides)."""
     cells = []
     for item in spec.split(","):
-        mode, sep, c = item.strip().partition(":")
-        if not sep or mode not in ("stream", "nonstream") or not c.isdigit() or int(c) < 1:
-            raise ValueError(f"cell must be stream:C or nonstream:C with C >= 1, got {item!r}")
-        cells.append((mode, int(c)))
+        parts = item.strip().split(":")
+        ok = len(parts) in (2, 3) and parts[0] in ("stream", "nonstream") and all(
+            x.isdigit() and int(x) >= 1 for x in parts[1:])
+        if not ok:
+            raise ValueError(f"cell must be MODE:C or MODE:C:N (MODE stream or nonstream, C and N >= 1), "
+                             f"got {item!r}")
+        cells.append((parts[0], *map(int, parts[1:])))
     return cells
 
 
 def run(servers: Sequence[Server], texts: Sequence[str], prompt_text: str, prompt_wav: bytes,
         modes: Sequence[str], concurrencies: Sequence[int], per_worker: dict[int, int], rounds: int,
         timeout: float = 600.0, sample_rate: int = 24000, warmup: int = 1, deadline_s: float | None = None,
-        log=print, cells: Sequence[tuple[str, int]] | None = None) -> dict:
+        log=print, cells: Sequence[tuple] | None = None, timeout_nonstream: float | None = None,
+        checkpoint=None) -> dict:
     """Measure; returns the JSON-ready result (config, batches, records, summary).
 
-    cells: (mode, concurrency) pairs to run; default every mode x every concurrency."""
-    cells = list(cells) if cells else [(m, c) for m in modes for c in concurrencies]
-    modes = list(dict.fromkeys(m for m, _ in cells))
-    concurrencies = list(dict.fromkeys(c for _, c in cells))
+    cells: (mode, concurrency[, per_worker]) to run; default every mode x every concurrency.
+    timeout_nonstream: per-request timeout for stream=false (default: timeout).
+    checkpoint: called with the partial result after every round (e.g. to save it)."""
+    cells = [tuple(c) for c in cells] if cells else [(m, c) for m in modes for c in concurrencies]
+    modes = list(dict.fromkeys(c[0] for c in cells))
+    concurrencies = list(dict.fromkeys(c[1] for c in cells))
+    timeouts = {"stream": timeout, "nonstream": timeout_nonstream or timeout}
     if not servers:
         raise ValueError("no servers")
     if len({s.name for s in servers}) != len(servers):
@@ -262,7 +272,7 @@ def run(servers: Sequence[Server], texts: Sequence[str], prompt_text: str, promp
         "servers": {s.name: s.url for s in servers}, "texts": list(texts), "prompt_text": prompt_text,
         "prompt_wav_sha256": hashlib.sha256(prompt_wav).hexdigest(), "prompt_wav_bytes": len(prompt_wav),
         "modes": list(modes), "concurrencies": list(concurrencies), "cells": [list(x) for x in cells],
-        "per_worker": {str(c): per_worker.get(c, 1) for c in concurrencies}, "rounds": rounds, "timeout_s": timeout,
+        "per_worker": {str(c): per_worker.get(c, 1) for c in concurrencies}, "rounds": rounds, "timeout_s": timeouts,
         "sample_rate": sample_rate, "warmup": warmup, "deadline_s": deadline_s,
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
@@ -273,7 +283,7 @@ def run(servers: Sequence[Server], texts: Sequence[str], prompt_text: str, promp
         for server in servers:
             for i in range(warmup):
                 rec = post_zero_shot(server, texts[i % len(texts)], prompt_text, prompt_wav, mode == "stream",
-                                     timeout, sample_rate)
+                                     timeouts[mode], sample_rate)
                 warmups.append({"server": server.name, "mode": mode, **rec})
                 log(f"warmup {server.name} {mode}: ok={rec['ok']} ttfa={_fmt(rec['ttfa_s'])} "
                     f"latency={_fmt(rec['latency_s'])} audio={_fmt(rec['audio_s'])} {rec['error'] or ''}")
@@ -287,12 +297,13 @@ def run(servers: Sequence[Server], texts: Sequence[str], prompt_text: str, promp
                 stopped_early = True
                 log(f"deadline: stopping after {r} round(s) ({elapsed:.0f} s used, ~{per_round:.0f} s a round)")
                 break
-        for mode, c in cells:
-            n = per_worker.get(c, 1)
+        for cell in cells:
+            mode, c = cell[0], cell[1]
+            n = cell[2] if len(cell) > 2 else per_worker.get(c, 1)
             order = [servers[(r + i) % len(servers)] for i in range(len(servers))]
             for server in order:
                 recs, wall = run_batch(server, c, n, texts, r * c * n, prompt_text, prompt_wav,
-                                       mode == "stream", timeout, sample_rate)
+                                       mode == "stream", timeouts[mode], sample_rate)
                 batch_id = len(batches)
                 for rec in recs:
                     rec.update({"server": server.name, "mode": mode, "concurrency": c, "round": r,
@@ -303,12 +314,17 @@ def run(servers: Sequence[Server], texts: Sequence[str], prompt_text: str, promp
                                 "round": r, "requests": len(recs), "ok": ok, "wall_s": wall})
                 log(f"round {r} {mode:9s} c={c:<3d} {server.name:12s} {ok}/{len(recs)} ok in {wall:7.2f} s")
         rounds_done = r + 1
+        if checkpoint is not None:
+            checkpoint(_result(config, rounds_done, stopped_early, t_run, batches, warmups, records))
+    return _result(config, rounds_done, stopped_early, t_run, batches, warmups, records)
+
+
+def _result(config, rounds_done, stopped_early, t_run, batches, warmups, records) -> dict:
     t_first = min((x["t_start"] for x in records), default=0.0)
-    for x in records:
-        x["t_start"] = round(x["t_start"] - t_first, 4)
+    recs = [{**x, "t_start": round(x["t_start"] - t_first, 4)} for x in records]
     result = {"schema": SCHEMA, "config": config, "rounds_done": rounds_done, "stopped_early": stopped_early,
-              "elapsed_s": time.perf_counter() - t_run, "batches": batches, "warmups": warmups,
-              "records": records}
+              "elapsed_s": time.perf_counter() - t_run, "batches": list(batches), "warmups": list(warmups),
+              "records": recs}
     result["summary"] = summarize(result)
     return result
 
@@ -323,9 +339,13 @@ def summarize(result: dict) -> list[dict]:
     for b in result["batches"]:
         key = (b["server"], b["mode"], b["concurrency"])
         cell = cells.setdefault(key, {"server": b["server"], "mode": b["mode"], "concurrency": b["concurrency"],
-                                      "batches": 0, "wall_s": 0.0, "_recs": []})
+                                      "batches": 0, "failed_batches": 0, "wall_s": 0.0, "_ok": 0, "_recs": []})
         cell["batches"] += 1
-        cell["wall_s"] += b["wall_s"]
+        if b["ok"] == b["requests"]:  # throughput from batches where every request completed
+            cell["wall_s"] += b["wall_s"]
+            cell["_ok"] += b["ok"]
+        else:
+            cell["failed_batches"] += 1
     for rec in result["records"]:
         key = (rec["server"], rec["mode"], rec["concurrency"])
         if key in cells:
@@ -350,7 +370,7 @@ def summarize(result: dict) -> list[dict]:
             "errors": sorted({x["error"] for x in recs if x["error"]})[:5],
             "audio_s_mean": sum(audio) / len(audio) if audio else None,
             "audio_s_by_text": by_text,
-            "rps": len(good) / cell["wall_s"] if cell["wall_s"] > 0 else None,
+            "rps": cell.pop("_ok") / cell["wall_s"] if cell["wall_s"] > 0 else None,
         })
         for name, xs in (("ttfa", ttfa), ("rtf", rtf), ("latency", lat)):
             for p in (50, 90, 99):
@@ -379,6 +399,7 @@ def merge(results: Sequence[dict]) -> dict:
                              for r in results]
     config["cells"] = [list(x) for x in dict.fromkeys(tuple(c) for r in results
                                                         for c in r["config"].get("cells") or [])]
+    config["timeout_s"] = [r["config"].get("timeout_s") for r in results]
     batches, records, warmups = [], [], []
     for part, res in enumerate(results):
         renum = {}
@@ -504,12 +525,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     r.add_argument("--prompt-wav", help="16-bit WAV file; default: a seeded 3 s 16 kHz sine + noise")
     r.add_argument("--modes", default="nonstream,stream", help="comma list of stream, nonstream")
     r.add_argument("--concurrency", default="1,4,16", help="comma list")
-    r.add_argument("--cells", help="instead of modes x concurrency: e.g. nonstream:1,nonstream:16,stream:1")
+    r.add_argument("--cells", help="instead of modes x concurrency: MODE:C[:N],... e.g. nonstream:1:4,stream:16 "
+                                   "(N: requests per worker per batch for that cell)")
     r.add_argument("--per-worker", default=None, metavar="C:N,...",
                    help="requests each worker sends per batch, per concurrency (default 1)")
     r.add_argument("--rounds", type=int, default=3)
     r.add_argument("--warmup", type=int, default=1, help="unrecorded requests per server and mode first")
     r.add_argument("--timeout", type=float, default=600.0, help="per request, seconds")
+    r.add_argument("--timeout-nonstream", type=float, default=None,
+                   help="per request with stream=false, seconds (default: --timeout)")
     r.add_argument("--deadline", type=float, default=None, help="start no round that would end after this many s")
     r.add_argument("--sample-rate", type=int, default=24000)
     r.add_argument("--out", help="JSON result file")
@@ -540,20 +564,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.cmd == "run":
             servers = [parse_server(s) for s in args.server]
             cells = parse_cells(args.cells) if args.cells else None
-            concs = [c for _, c in cells] if cells else [int(x) for x in args.concurrency.split(",") if x]
+            concs = [c[1] for c in cells] if cells else [int(x) for x in args.concurrency.split(",") if x]
             if any(x < 1 for x in concs):
                 raise ValueError("concurrency must be >= 1")
             if args.rounds < 1:
                 raise ValueError("--rounds must be >= 1")
             prompt = open(args.prompt_wav, "rb").read() if args.prompt_wav else make_prompt_wav()
+            def save(result):
+                if args.out:
+                    tmp = args.out + ".tmp"
+                    with open(tmp, "w", encoding="utf-8") as f:
+                        json.dump(result, f, indent=1)
+                    os.replace(tmp, args.out)
+
             result = run(servers, args.text or DEFAULT_TEXTS, args.prompt_text, prompt,
                          [m for m in args.modes.split(",") if m], concs, parse_per_worker(args.per_worker, concs),
                          args.rounds, args.timeout, args.sample_rate, args.warmup, args.deadline,
-                         log=lambda s: print(s, file=sys.stderr, flush=True), cells=cells)
+                         log=lambda s: print(s, file=sys.stderr, flush=True), cells=cells,
+                         timeout_nonstream=args.timeout_nonstream, checkpoint=save)
             table = markdown_table(result["summary"])
-            if args.out:
-                with open(args.out, "w", encoding="utf-8") as f:
-                    json.dump(result, f, indent=1)
+            save(result)
             if args.md:
                 with open(args.md, "w", encoding="utf-8") as f:
                     f.write(table)
