@@ -138,7 +138,7 @@ def run(checkout: Path, model_dir: Path, steps: list[int], precisions: list[str]
         n_tokens: int, reps: int, stream_reps: int, warmup: int, seed: int, log=print,
         stream_warmup: int | None = None) -> dict:
     checkout = Path(checkout).resolve()
-    for p in (str(checkout / "cosyvoice"), str(checkout)):
+    for p in (str(checkout / "third_party" / "Matcha-TTS"), str(checkout / "cosyvoice"), str(checkout)):
         if p not in sys.path:
             sys.path.insert(0, p)
     import copy

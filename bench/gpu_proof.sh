@@ -8,11 +8,12 @@
 # Phases, run in the order given; each one is idempotent, so a call on a machine that is still warm
 # skips what is done and a call on a fresh machine redoes it:
 #   setup    install the carried wheels (.whl/) into $SITE; build the random model dir (once)
-#   start    start the unpatched and the patched server at the same time on one GPU (setsid, so they
-#            outlive this command while the machine stays warm), wait for /liveness on both
+#   start    start the base server ($BASE, below) and the patched one at the same time on one GPU
+#            (setsid, so they outlive this command while the machine stays warm), wait for /liveness
 #   load_a   interleaved load: nonstream c=1,4,16 and stream c=1,4 (rounds until the call's budget,
 #            less RESERVE_FOR_B seconds)
 #   load_b   interleaved load: stream c=16
+#   load_dtype  interleaved load for BASE=patched-fp16: nonstream c=1,4,16
 #   report   probe summary + server logs + GPU memory into $OUT (servers keep running)
 #   stop     stop both servers (their process groups), then report
 #   decode   decode-stage micro-benchmark (servers must be stopped: it wants the GPU to itself)
@@ -22,7 +23,8 @@
 # Nothing here downloads anything or edits upstream files.
 #
 # Environment: OUT (results; the device tool sets it), CALL_BUDGET (seconds this call may use, default
-# 540), WORK (default /tmp/lt-bench), SITE (default /tmp/site).
+# 540), WORK (default /tmp/lt-bench), SITE (default /tmp/site), BASE (unpatched or patched-fp16).
+# Send the output to a file, not a pipe: `bash bench/gpu_proof.sh setup start > $OUT/log 2>&1`.
 set -uo pipefail
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
@@ -44,10 +46,19 @@ P_URL=http://127.0.0.1:$P_PORT
 # false on unpatched 30bc57b (type=bool); the patched parser takes false.
 COMMON_ARGS=(--host 127.0.0.1 --max_total_token_num 16384 --max_req_total_len 4096)
 U_ARGS=(--load_trt '')
+# BASE picks what the patched server is measured against:
+#   unpatched     (default) the pin as upstream ships it: fp16 LLM, 10 flow steps
+#   patched-fp16  the patched checkout with --data_type float16, so the pair differs only in the LLM dtype
+BASE=${BASE:-unpatched}
+case $BASE in
+    unpatched) BASE_CHECKOUT=$UNPATCHED ;;
+    patched-fp16) BASE_CHECKOUT=$PATCHED; U_ARGS=(--load_trt false --flow_steps 5 --data_type float16) ;;
+    *) echo "BASE must be unpatched or patched-fp16, not $BASE" >&2; exit 2 ;;
+esac
 P_ARGS=(--load_trt false --flow_steps 5 --data_type bfloat16)
 # Two texts of 10 bytes each: 10 text tokens with the builder's byte-level tokenizer, so 200 speech
-# tokens (the cap: 20 per text token; EOS is never accepted for zero-shot at this pin) = 8.0 s of audio,
-# for both servers alike.
+# tokens (the cap: 20 per text token) = 8.0 s of audio, for both servers alike. A random LLM samples EOS
+# now and then (about 1 request in 40 ends early); RTF divides by each request's own audio length.
 TEXTS=(--text "Hi friend." --text "Good luck.")
 
 mkdir -p "$WORK" "$OUT" "$PROBE" "$LOGS"
@@ -92,18 +103,21 @@ start_one() {  # name checkout port args...
     local name=$1 checkout=$2 port=$3; shift 3
     if alive "$name" && live "http://127.0.0.1:$port"; then say "$name already up"; return 0; fi
     say "starting $name on port $port: $*"
-    (cd "$checkout" && LIGHTTTS_BENCH_TAG=$name LIGHTTTS_BENCH_PROBE_DIR=$PROBE \
-        setsid python3 -m light_tts.server.api_server --model_dir "$MODEL" --port "$port" \
-        "${COMMON_ARGS[@]}" "$@" >> "$LOGS/$name.log" 2>&1 < /dev/null &
-     echo $! > "$WORK/$name.pid")
+    # exec: the background subshell becomes the server itself (setsid makes it the leader of a new
+    # session and process group), so the pid file names the group that phase_stop kills, and no wrapper
+    # process is left holding this script's stdout.
+    (cd "$checkout" && export LIGHTTTS_BENCH_TAG="$name" LIGHTTTS_BENCH_PROBE_DIR="$PROBE" &&
+        exec setsid python3 -m light_tts.server.api_server --model_dir "$MODEL" --port "$port" \
+        "${COMMON_ARGS[@]}" "$@" >> "$LOGS/$name.log" 2>&1 < /dev/null) &
+    echo $! > "$WORK/$name.pid"
 }
 
 phase_start() {
-    start_one unpatched "$UNPATCHED" "$U_PORT" "${U_ARGS[@]}"
+    start_one "$BASE" "$BASE_CHECKOUT" "$U_PORT" "${U_ARGS[@]}"
     start_one patched "$PATCHED" "$P_PORT" "${P_ARGS[@]}"
     local t=0 n
     while ! { live "$U_URL" && live "$P_URL"; }; do
-        for n in unpatched patched; do
+        for n in "$BASE" patched; do
             if ! alive "$n"; then say "$n died during start-up; log tail:"; tail -40 "$LOGS/$n.log"; return 1; fi
         done
         if [ "$t" -ge 420 ]; then say "servers not live after ${t}s"; tail -20 "$LOGS"/*.log; return 1; fi
@@ -122,7 +136,7 @@ run_load() {  # name cells rounds min-seconds reserve-seconds
     local n=1; while [ -f "$OUT/load_${name}_$n.json" ] || [ -f "$WORK/load_${name}_$n.json" ]; do n=$((n + 1)); done
     say "load $name part $n: cells $cells, up to $rounds rounds, deadline ${budget}s"
     # Timeouts bound the damage of a request that never gets its answer (see docs/PERFORMANCE.md).
-    python3 "$REPO/bench/tts_load.py" run --server "unpatched=$U_URL" --server "patched=$P_URL" "${TEXTS[@]}" \
+    python3 "$REPO/bench/tts_load.py" run --server "$BASE=$U_URL" --server "patched=$P_URL" "${TEXTS[@]}" \
         --cells "$cells" --rounds "$rounds" --warmup 1 --timeout 240 --timeout-nonstream 60 \
         --deadline "$budget" --out "$WORK/load_${name}_$n.json" --md "$WORK/load_${name}_$n.md"
     cp "$WORK/load_${name}_$n.json" "$OUT/" 2>/dev/null
@@ -133,9 +147,11 @@ phase_load_a() {
     run_load a "nonstream:1:4,nonstream:4:1,nonstream:16:1,stream:1:3,stream:4:1" 20 120 "${RESERVE_FOR_B:-0}"
 }
 phase_load_b() { run_load b "stream:16:1" 3 200; }
+# LLM dtype pair (BASE=patched-fp16): non-streaming only, where the LLM's share of the time is largest.
+phase_load_dtype() { run_load dtype "nonstream:1:4,nonstream:4:1,nonstream:16:2" 20 120; }
 
 phase_report() {
-    python3 "$REPO/bench/probe_report.py" "$PROBE" --base unpatched --new patched --json "$OUT/probe.json" \
+    python3 "$REPO/bench/probe_report.py" "$PROBE" --base "$BASE" --new patched --json "$OUT/probe.json" \
         > "$WORK/probe.md" 2>&1
     cat "$WORK/probe.md"
     nvidia-smi --query-gpu=memory.used --format=csv,noheader > "$WORK/gpu_mem_now.txt" 2>&1
@@ -147,7 +163,7 @@ phase_report() {
 
 phase_stop() {
     local n pid
-    for n in unpatched patched; do
+    for n in unpatched patched-fp16 patched; do
         if alive "$n"; then
             pid=$(cat "$WORK/$n.pid")
             say "stopping $n (process group $pid)"
@@ -155,18 +171,25 @@ phase_stop() {
         fi
     done
     sleep 8
-    for n in unpatched patched; do
-        if alive "$n"; then kill -KILL -- "-$(cat "$WORK/$n.pid")" 2>/dev/null; fi
+    # The group leader may exit on SIGTERM while LightTTS's spawned model processes linger in its
+    # process group: kill the whole group whether or not the leader is still there.
+    for n in unpatched patched-fp16 patched; do
+        if [ -f "$WORK/$n.pid" ]; then kill -KILL -- "-$(cat "$WORK/$n.pid")" 2>/dev/null; fi
         rm -f "$WORK/$n.pid"
     done
     # gunicorn and spawned children are in the same session; make sure nothing holds the GPU
     sleep 2
-    nvidia-smi --query-compute-apps=pid,used_memory --format=csv,noheader
+    local left_on_gpu
+    left_on_gpu=$(nvidia-smi --query-compute-apps=pid,used_memory --format=csv,noheader)
+    if [ -n "$left_on_gpu" ]; then say "still on the GPU after stop:"; echo "$left_on_gpu"; fi
     phase_report
 }
 
 phase_decode() {
-    if alive unpatched || alive patched; then say "decode: stop the servers first"; return 1; fi
+    if alive unpatched || alive patched-fp16 || alive patched || [ -n "$(nvidia-smi --query-compute-apps=pid --format=csv,noheader)" ]; then
+        say "decode: the GPU is in use (stop the servers first)"; nvidia-smi --query-compute-apps=pid,used_memory --format=csv,noheader
+        return 1
+    fi
     phase_setup || return 1
     local reps=${DECODE_REPS:-12} sreps=${DECODE_STREAM_REPS:-3}
     say "decode bench on the patched checkout (${reps} non-stream, ${sreps} stream repetitions per config)"

@@ -322,9 +322,10 @@ def run(servers: Sequence[Server], texts: Sequence[str], prompt_text: str, promp
 def _result(config, rounds_done, stopped_early, t_run, batches, warmups, records) -> dict:
     t_first = min((x["t_start"] for x in records), default=0.0)
     recs = [{**x, "t_start": round(x["t_start"] - t_first, 4)} for x in records]
+    # t_start is relative to the first recorded request; t0_epoch anchors it to server-side logs.
     result = {"schema": SCHEMA, "config": config, "rounds_done": rounds_done, "stopped_early": stopped_early,
-              "elapsed_s": time.perf_counter() - t_run, "batches": list(batches), "warmups": list(warmups),
-              "records": recs}
+              "elapsed_s": time.perf_counter() - t_run, "t0_epoch": t_first, "batches": list(batches),
+              "warmups": list(warmups), "records": recs}
     result["summary"] = summarize(result)
     return result
 

@@ -190,8 +190,11 @@ def test_interleaved_run_summary_table_and_compare(fakes):
     slow, fast = fakes(chunk_delay=0.02), fakes(chunk_delay=0.005)
     servers = [tts_load.Server("slow", slow.url), tts_load.Server("fast", fast.url)]
     log = []
+    t_before = time.time()
     res = tts_load.run(servers, ["ab", "abc"], "p", b"wav", ["nonstream", "stream"], [1, 2], {1: 2, 2: 1},
                        rounds=2, timeout=10, warmup=1, log=log.append)
+    # request start times are relative to the first one, anchored by t0_epoch (for server-side logs)
+    assert t_before <= res["t0_epoch"] <= time.time() and min(r["t_start"] for r in res["records"]) == 0.0
     # every batch of a round ran on both servers, first server rotating each round
     order = [(b["round"], b["mode"], b["concurrency"], b["server"]) for b in res["batches"]]
     assert order[:2] == [(0, "nonstream", 1, "slow"), (0, "nonstream", 1, "fast")]
