@@ -506,6 +506,18 @@ def wait_live(servers: Sequence[Server], timeout: float, interval: float = 2.0, 
 
 # --------------------------------------------------------------------------- CLI
 
+def report(result: dict, md_path: str | None) -> None:
+    """Print the table (and write it to md_path), then the first server against each other one."""
+    table = markdown_table(result["summary"])
+    if md_path:
+        with open(md_path, "w", encoding="utf-8") as f:
+            f.write(table)
+    print(table)
+    names = list(result["config"]["servers"])
+    for other in names[1:]:
+        print(compare_markdown(compare(result, result, names[0], other)))
+
+
 def _load(path: str) -> dict:
     with open(path, encoding="utf-8") as f:
         data = json.load(f)
@@ -583,29 +595,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                          args.rounds, args.timeout, args.sample_rate, args.warmup, args.deadline,
                          log=lambda s: print(s, file=sys.stderr, flush=True), cells=cells,
                          timeout_nonstream=args.timeout_nonstream, checkpoint=save)
-            table = markdown_table(result["summary"])
             save(result)
-            if args.md:
-                with open(args.md, "w", encoding="utf-8") as f:
-                    f.write(table)
-            print(table)
-            names = list(result["config"]["servers"])
-            for other in names[1:]:
-                print(compare_markdown(compare(result, result, names[0], other)))
+            report(result, args.md)
             failed = sum(c["failed"] for c in result["summary"])
             return 1 if failed else 0
         if args.cmd == "merge":
             result = merge([_load(p) for p in args.results])
             with open(args.out, "w", encoding="utf-8") as f:
                 json.dump(result, f, indent=1)
-            table = markdown_table(result["summary"])
-            if args.md:
-                with open(args.md, "w", encoding="utf-8") as f:
-                    f.write(table)
-            print(table)
-            names = list(result["config"]["servers"])
-            for other in names[1:]:
-                print(compare_markdown(compare(result, result, names[0], other)))
+            report(result, args.md)
             return 0
         if args.cmd == "table":
             print(markdown_table(_load(args.result)["summary"]))

@@ -279,6 +279,12 @@ def test_cli_run_table_compare_and_wait(fakes, tmp_path):
     assert p.returncode == 2 and "say which one" in p.stderr
     p = subprocess.run(cmd + ["table", str(out)], capture_output=True, text=True, timeout=30)
     assert p.returncode == 0 and "| stream | 2 | new |" in p.stdout
+    merged, merged_md = tmp_path / "m.json", tmp_path / "m.md"
+    p = subprocess.run(cmd + ["merge", str(out), str(out), "--out", str(merged), "--md", str(merged_md)],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, p.stderr
+    assert "ratios new / base" in p.stdout and merged_md.read_text() in p.stdout
+    assert len(json.loads(merged.read_text())["records"]) == 2 * len(data["records"])
     p = subprocess.run(cmd + ["wait", "--server", f"a={a.url}", "--timeout", "5"], capture_output=True,
                        text=True, timeout=30)
     assert p.returncode == 0 and "live after" in p.stderr
