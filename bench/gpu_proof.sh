@@ -97,6 +97,11 @@ phase_setup() {
 
 alive() { [ -f "$WORK/$1.pid" ] && kill -0 "$(cat "$WORK/$1.pid")" 2>/dev/null; }
 
+# Every name a server may have been started under (any BASE), so stop finds them all.
+ALL_SERVERS=(unpatched patched-fp16 patched)
+
+gpu_apps() { nvidia-smi --query-compute-apps=pid,used_memory --format=csv,noheader; }
+
 live() { python3 "$REPO/bench/tts_load.py" wait --server "x=$1" --timeout 1 >/dev/null 2>&1; }
 
 start_one() {  # name checkout port args...
@@ -125,7 +130,7 @@ phase_start() {
     done
     say "both servers live (waited ${t}s)"
     nvidia-smi --query-gpu=memory.used,memory.total --format=csv,noheader > "$WORK/gpu_mem_after_start.txt"
-    nvidia-smi --query-compute-apps=pid,used_memory --format=csv,noheader >> "$WORK/gpu_mem_after_start.txt"
+    gpu_apps >> "$WORK/gpu_mem_after_start.txt"
     cat "$WORK/gpu_mem_after_start.txt"
 }
 
@@ -163,7 +168,7 @@ phase_report() {
 
 phase_stop() {
     local n pid
-    for n in unpatched patched-fp16 patched; do
+    for n in "${ALL_SERVERS[@]}"; do
         if alive "$n"; then
             pid=$(cat "$WORK/$n.pid")
             say "stopping $n (process group $pid)"
@@ -173,21 +178,24 @@ phase_stop() {
     sleep 8
     # The group leader may exit on SIGTERM while LightTTS's spawned model processes linger in its
     # process group: kill the whole group whether or not the leader is still there.
-    for n in unpatched patched-fp16 patched; do
+    for n in "${ALL_SERVERS[@]}"; do
         if [ -f "$WORK/$n.pid" ]; then kill -KILL -- "-$(cat "$WORK/$n.pid")" 2>/dev/null; fi
         rm -f "$WORK/$n.pid"
     done
     # gunicorn and spawned children are in the same session; make sure nothing holds the GPU
     sleep 2
     local left_on_gpu
-    left_on_gpu=$(nvidia-smi --query-compute-apps=pid,used_memory --format=csv,noheader)
+    left_on_gpu=$(gpu_apps)
     if [ -n "$left_on_gpu" ]; then say "still on the GPU after stop:"; echo "$left_on_gpu"; fi
     phase_report
 }
 
 phase_decode() {
-    if alive unpatched || alive patched-fp16 || alive patched || [ -n "$(nvidia-smi --query-compute-apps=pid --format=csv,noheader)" ]; then
-        say "decode: the GPU is in use (stop the servers first)"; nvidia-smi --query-compute-apps=pid,used_memory --format=csv,noheader
+    local in_use n
+    in_use=$(gpu_apps)
+    for n in "${ALL_SERVERS[@]}"; do alive "$n" && in_use+=" server $n (pid $(cat "$WORK/$n.pid"))"; done
+    if [ -n "$in_use" ]; then
+        say "decode: the GPU is in use (stop the servers first):"; echo "$in_use"
         return 1
     fi
     phase_setup || return 1
