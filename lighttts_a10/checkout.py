@@ -7,16 +7,18 @@ GitPython; each target file is read and written through its own repository's roo
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import stat
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 import git
 from gitdb.exc import BadName, BadObject
 
-from .errors import CheckoutError, Problem
+from .errors import AccessError, CheckoutError, Problem
 from .series import RepoPin, TargetFile
 
 SENTINEL = "light_tts/server/api_server.py"  # what makes a directory a LightTTS checkout
@@ -54,7 +56,32 @@ def open_repo(path: Path) -> git.Repo:
     if top is None or Path(top).resolve() != path.resolve():
         raise CheckoutError(f"{path} is inside a git checkout but is not its top level ({top})",
                             hint="pass the LightTTS root, the folder that holds light_tts/ and .gitmodules")
+    git_works_in(str(path.resolve()))
     return repo
+
+
+@functools.lru_cache(maxsize=None)  # once per repository and process; a refusal is not cached
+def git_works_in(path: str) -> None:
+    """GitPython opens a repository without running git: ask git itself whether it will work here."""
+    try:
+        git.Repo(path).git.rev_parse("--git-dir")
+    except git.GitCommandError as error:
+        raise git_refusal(Path(path), error) from error
+
+
+def git_refusal(path: Path, error: git.GitCommandError) -> AccessError | CheckoutError:
+    """Why git will not work in `path`, and what to do."""
+    said = str(error.stderr).strip().strip("'").strip()
+    first = next((line.strip() for line in said.splitlines() if line.strip()), said)
+    if "dubious ownership" in said:
+        owner = os.stat(path).st_uid
+        return AccessError(
+            f"git refuses to work in {path}: it belongs to uid {owner}, and this runs as uid {os.geteuid()} "
+            f"(git's 'dubious ownership' check: {first})",
+            hint=f"nothing was changed. Run as the user who owns the checkout; or, if you trust it, tell git so: "
+                 f"git config --global --add safe.directory {path} (once per repository: LightTTS and each "
+                 "submodule or nested clone, e.g. cosyvoice)")
+    return CheckoutError(f"git fails in {path}: {first}", hint="fix what git says, then run this again")
 
 
 def open_superproject(root: Path) -> git.Repo:
@@ -70,14 +97,27 @@ def open_superproject(root: Path) -> git.Repo:
     return repo
 
 
+def registered_submodules(root: Path) -> set[str]:
+    """Paths .gitmodules registers as submodules (read without git: it is a plain config file)."""
+    gitmodules = root / ".gitmodules"
+    if not gitmodules.is_file():
+        return set()
+    config = git.GitConfigParser(str(gitmodules), read_only=True)
+    return {str(config.get_value(section, "path")) for section in config.sections()
+            if section.startswith("submodule ") and config.has_option(section, "path")}
+
+
 class Checkout:
     """A LightTTS checkout opened for one patch set: the superproject and each pinned repository."""
 
     def __init__(self, root: Path, pins: dict[str, RepoPin]) -> None:
         self.root = root.resolve()
         self.pins = pins
+        # What --check takes the files to hold, by path: their contents once an interrupted run is
+        # undone ((bytes, mode), or None for no file). Empty: the files on disk.
+        self.assumed: dict[str, tuple[bytes, str] | None] = {}
         self.superproject = open_superproject(self.root)
-        submodules = {sm.path: sm for sm in self.superproject.submodules}
+        submodules = registered_submodules(self.root)
         self.repos: dict[str, git.Repo] = {".": self.superproject}
         self.layouts: dict[str, str] = {".": "superproject"}
         for path in pins:
@@ -116,19 +156,50 @@ class Checkout:
             self.resolve(target.path)
         except CheckoutError as error:
             return FileStatus(target, UNSAFE, reason=error.message)
-        if not os.path.lexists(path):
-            return FileStatus(target, MISSING, reason="the file does not exist")
-        info = os.lstat(path)
-        if stat.S_ISLNK(info.st_mode):
-            return FileStatus(target, UNSAFE, reason=f"is a symbolic link (to {os.readlink(path)})")
-        if not stat.S_ISREG(info.st_mode):
-            return FileStatus(target, UNSAFE, reason="is not a regular file")
-        blob = blob_id(path.read_bytes())
+        if target.path in self.assumed:
+            content = self.assumed[target.path]
+            if content is None:
+                return FileStatus(target, MISSING, reason="the file does not exist")
+            data, mode = content
+        else:
+            if not os.path.lexists(path):
+                return FileStatus(target, MISSING, reason="the file does not exist")
+            info = os.lstat(path)
+            if stat.S_ISLNK(info.st_mode):
+                return FileStatus(target, UNSAFE, reason=f"is a symbolic link (to {os.readlink(path)})")
+            if not stat.S_ISREG(info.st_mode):
+                return FileStatus(target, UNSAFE, reason="is not a regular file")
+            data, mode = path.read_bytes(), file_mode(path)
+        blob = blob_id(data)
+        if blob not in (target.pre, target.post):
+            blob = self.committed_blob(target, data)
         state = PRISTINE if blob == target.pre else OURS if blob == target.post else FOREIGN
-        return FileStatus(target, state, blob, file_mode(path))
+        return FileStatus(target, state, blob, mode)
 
     def read_text(self, target: TargetFile) -> str:
-        return (self.root / target.path).read_bytes().decode("utf-8", "surrogateescape")
+        content = self.assumed.get(target.path)
+        data = content[0] if content else (self.root / target.path).read_bytes()
+        return data.decode("utf-8", "surrogateescape")
+
+    def _git(self, target: TargetFile, *args: str, data: bytes | None = None) -> bytes:
+        """Run git in the repository that owns `target`; its stdout as bytes."""
+        result = subprocess.run(["git", *args], cwd=self.repos[target.repo].working_tree_dir, input=data,
+                                capture_output=True)
+        if result.returncode:
+            said = result.stderr.decode("utf-8", "replace").strip()
+            raise CheckoutError(f"git {args[0]} failed for {target.path}: {said}",
+                                hint="fix what git says, then run this again")
+        return result.stdout
+
+    def committed_blob(self, target: TargetFile, data: bytes) -> str:
+        """The blob git would commit for `data` at this path: with core.autocrlf, eol attributes and clean
+        filters applied, so a file git calls unmodified is never taken for a local edit."""
+        return self._git(target, "hash-object", "--stdin", f"--path={target.path_in_repo}", data=data).decode().strip()
+
+    def checkout_bytes(self, target: TargetFile) -> bytes:
+        """The pinned file as `git checkout` writes it here (core.autocrlf, eol attributes, smudge filters)."""
+        self.pinned_bytes(target)  # a clear refusal when the blob is not there
+        return self._git(target, "cat-file", "--filters", f"--path={target.path_in_repo}", target.pre)
 
     def pinned_bytes(self, target: TargetFile) -> bytes:
         """The file as upstream has it at the pin, from the owning repository's git objects."""

@@ -1,6 +1,7 @@
-"""Command lines of apply_patches.py and rollback.py: parse, run one transaction, report, exit.
+"""Command lines of apply_patches.py, rollback.py and `python -m lighttts_a10`: parse, run one
+transaction, report, exit.
 
-Exit codes: 0 success, 1 refused or verification failed (nothing changed), 2 usage error.
+Exit codes: 0 success, 1 refused or verification failed (nothing changed), 2 usage error, 130 Ctrl-C.
 """
 
 from __future__ import annotations
@@ -12,10 +13,17 @@ import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
-from .checkout import OURS, PRISTINE
-from .errors import OverlayError, UsageError
+from . import journal
+from .checkout import OURS, PRISTINE, Checkout
+from .errors import Interrupted, OverlayError, UnexpectedError, UsageError
 from .selection import Selected, select
-from .transaction import Outcome, apply, exclusive, rollback
+from .transaction import Outcome, apply, rollback
+
+# What the next run does with each file of an interrupted run, in words.
+RECOVERY_ACTIONS = {journal.WRITTEN: ("put back", "holds what that run wrote: the next run puts back what was there"),
+                    journal.UNTOUCHED: ("leave", "as it was before that run"),
+                    journal.CHANGED: ("keep", "changed after that run, so it is yours: the next run keeps it and "
+                                              "refuses")}
 
 
 def patch_states(selected: Selected) -> dict[str, str]:
@@ -28,10 +36,26 @@ def patch_states(selected: Selected) -> dict[str, str]:
     return states
 
 
+def interrupted_run(checkout: Checkout) -> dict | None:
+    """The journal an interrupted run left, and what the next run will do with each of its files."""
+    try:
+        pending = journal.read(checkout)
+    except OverlayError as error:
+        return {"unreadable": error.message}
+    if pending is None:
+        return None
+    return {"operation": pending.operation, "pid": pending.pid, "started": pending.started,
+            "journal": str(journal.journal_path(checkout)), "description": pending.describe(),
+            "files": [{"path": f.entry.path, "found": f.state, "action": RECOVERY_ACTIONS[f.state][0]}
+                      for f in journal.inspect(checkout, pending)],
+            "temporary_files": [f.entry.temp for f in journal.inspect(checkout, pending) if f.temp_present]}
+
+
 def describe(selected: Selected | None) -> dict:
     if selected is None:
         return {}
-    return {
+    pending = interrupted_run(selected.checkout)
+    return {**({"interrupted_run": pending} if pending else {}),
         "set": selected.series.name,
         "pins": {path: pin.commit for path, pin in selected.series.repos.items()},
         "layouts": selected.checkout.layouts,
@@ -51,6 +75,16 @@ def print_text(report: dict, show_files: bool, stream=sys.stdout) -> None:
         say(f"  patch set {report['set']} ({layouts or 'no nested repositories'})")
     for warning in report.get("warnings", []):
         say(f"warning: {warning}")
+    pending = report.get("interrupted_run")
+    if pending and "unreadable" in pending:
+        say(f"warning: {pending['unreadable']}")
+    elif pending:
+        say(f"warning: an interrupted {pending['description']} left its journal ({pending['journal']}); "
+            "the next apply_patches.py or rollback.py undoes it first:")
+        for entry in pending["files"]:
+            say(f"  {entry['action']:<9} {entry['path']}  ({RECOVERY_ACTIONS[entry['found']][1]})")
+        for temp in pending["temporary_files"]:
+            say(f"  {'remove':<9} {temp}  (that run's temporary file)")
     for note in report.get("notes", []):
         say(f"note: {note}")
     if show_files and "files" in report:
@@ -79,26 +113,44 @@ def print_text(report: dict, show_files: bool, stream=sys.stdout) -> None:
         say(report["summary"])
 
 
-def run(command: str, path: str | None, set_name: str | None, as_json: bool, show_files: bool,
+def run(command: str, path: str | None, set_name: str | None, as_json: bool, show_files: bool, writes: bool,
         action: Callable[[Selected], tuple[Outcome, str, int]]) -> int:
-    """Select the set, take the lock, run `action`, print the report; map refusals to exit codes."""
+    """Select the set, take the lock, run `action`, print the report; map every failure to an exit code."""
     report: dict = {"command": command}
     selected = None
     try:
-        if not path:
-            raise UsageError("no checkout given: pass PATH or set LIGHTTTS_DIR")
-        report["checkout"] = str(Path(path).resolve())
-        selected = select(Path(path), set_name)
-        with exclusive(selected.checkout):
-            outcome, summary, code = action(selected)
-            selected.statuses = [selected.checkout.status(s.target) for s in selected.statuses]
-        report.update(result="ok" if code == 0 else "not-applied", summary=summary, written=outcome.written,
-                      notes=outcome.notes, warnings=outcome.warnings, exit_code=code)
+        try:
+            if not path:
+                raise UsageError("no checkout given: pass PATH or set LIGHTTTS_DIR")
+            report["checkout"] = str(Path(path).resolve())
+            selected = select(Path(path), set_name)
+            with journal.exclusive(selected.checkout, required=writes) as locked:
+                outcome, summary, code = action(selected)
+                selected.statuses = [selected.checkout.status(s.target) for s in selected.statuses]
+            if not locked:
+                outcome.warnings.append(f"could not take the lock in {selected.checkout.state_dir} (not writable): "
+                                        "this report does not wait for a run that may be writing")
+            report.update(result="ok" if code == 0 else "not-applied", summary=summary, written=outcome.written,
+                          notes=outcome.notes, warnings=outcome.warnings, exit_code=code)
+            report.update(describe(selected))
+        except KeyboardInterrupt as error:
+            raise Interrupted("interrupted (Ctrl-C)", hint="a run that was writing put back what it wrote, or left "
+                                                           "its journal for the next run to undo") from error
+        except OverlayError:
+            raise
+        except Exception as error:  # git or the OS failing in a way no check foresaw: a refusal, not a traceback
+            raise UnexpectedError(f"unexpected {type(error).__name__}: {error}",
+                                  hint="if this happened while writing, the journal in .git/lighttts-a10 records "
+                                       "the run and the next run puts back what it wrote (--status shows it). "
+                                       "Please report this output") from error
     except OverlayError as error:
         code = error.exit_code
         report.update(result="error", message=error.message, hint=error.hint, exit_code=code,
                       problems=[problem.to_json() for problem in error.problems])
-    report.update(describe(selected))
+        try:
+            report.update(describe(selected))
+        except Exception as second:  # the failure may also break describing the checkout: say so, don't crash
+            report.setdefault("warnings", []).append(f"could not describe the checkout: {second}")
     try:
         if as_json:
             json.dump(report, sys.stdout, indent=2)
@@ -113,7 +165,9 @@ def run(command: str, path: str | None, set_name: str | None, as_json: bool, sho
 def _parser(prog: str, description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=description,
                                      epilog="Exit codes: 0 success, 1 refused or verification failed "
-                                            "(nothing was changed), 2 usage error.")
+                                            "(nothing was changed), 2 usage error, 130 interrupted by Ctrl-C. "
+                                            "Patch sets: $LIGHTTTS_A10_PATCHES_DIR, else the ones shipped with "
+                                            "lighttts-a10.")
     parser.add_argument("path", nargs="?", default=os.environ.get("LIGHTTTS_DIR"), metavar="PATH",
                         help="the LightTTS checkout (default: $LIGHTTTS_DIR)")
     parser.add_argument("--json", action="store_true", help="print a machine-readable report")
@@ -122,18 +176,23 @@ def _parser(prog: str, description: str) -> argparse.ArgumentParser:
     return parser
 
 
-def apply_main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser("apply_patches.py", "Verify the A10 patch series against a LightTTS checkout, then apply "
+def apply_main(argv: Sequence[str] | None = None, prog: str = "apply_patches.py") -> int:
+    parser = _parser(prog, "Verify the A10 patch series against a LightTTS checkout, then apply "
                                          "all of it or nothing.")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--check", action="store_true", help="verify only; write nothing")
     mode.add_argument("--status", action="store_true",
-                      help="report each file and patch; exit 0 only when the series is fully applied")
+                      help="report each file and patch, and an interrupted run; exit 0 only when the series is "
+                           "fully applied and no interrupted run is pending")
     args = parser.parse_args(argv)
 
     def action(selected: Selected) -> tuple[Outcome, str, int]:
         if args.status:
+            pending = journal.read(selected.checkout)
             applied = all(state == "applied" for state in patch_states(selected).values())
+            if pending is not None:
+                return Outcome(), (f"the series is NOT settled: an interrupted {pending.describe()} is pending; "
+                                   "run apply_patches.py (or rollback.py) to undo it and finish"), 1
             return Outcome(), "the series is fully applied" if applied else "the series is NOT fully applied", \
                 0 if applied else 1
         outcome = apply(selected, check_only=args.check)
@@ -144,11 +203,11 @@ def apply_main(argv: Sequence[str] | None = None) -> int:
                    else "already applied; nothing written")
         return outcome, summary, 0
 
-    return run("apply", args.path, args.set_name, args.json, args.status, action)
+    return run("apply", args.path, args.set_name, args.json, args.status, not (args.check or args.status), action)
 
 
-def rollback_main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser("rollback.py", "Restore every file the overlay touches to the pinned upstream bytes, "
+def rollback_main(argv: Sequence[str] | None = None, prog: str = "rollback.py") -> int:
+    parser = _parser(prog, "Restore every file the overlay touches to the pinned upstream bytes, "
                                     "from git objects.")
     parser.add_argument("--check", action="store_true", help="say what would be restored; write nothing")
     parser.add_argument("--force", action="store_true",
@@ -159,8 +218,43 @@ def rollback_main(argv: Sequence[str] | None = None) -> int:
         outcome = rollback(selected, check_only=args.check, force=args.force)
         if args.check:
             return outcome, "check passed: rollback can restore every touched file", 0
-        summary = (f"restored {len(outcome.written)} files to the pinned upstream; git shows them unmodified"
-                   if outcome.written else "nothing to restore")
+        committed = any("HEAD" in note for note in outcome.notes)
+        summary = (f"restored {len(outcome.written)} files to the pinned upstream"
+                   + ("" if committed else "; git shows them unmodified") if outcome.written else "nothing to restore")
         return outcome, summary, 0
 
-    return run("rollback", args.path, args.set_name, args.json, False, action)
+    return run("rollback", args.path, args.set_name, args.json, False, not args.check, action)
+
+
+def refresh_main(argv: Sequence[str] | None = None, prog: str = "python -m lighttts_a10.refresh") -> int:
+    from .refresh import main as refresh  # maintainers only: keep it out of the users' import path
+
+    return refresh(argv, prog)
+
+
+COMMANDS: dict[str, Callable[..., int]] = {"apply": apply_main, "rollback": rollback_main, "refresh": refresh_main}
+USAGE = """usage: python -m lighttts_a10 {apply,rollback,refresh} [ARGS...]
+
+  apply     verify the patch series against a LightTTS checkout, then apply all of it or nothing
+            (the same as apply_patches.py and lighttts-a10-apply)
+  rollback  restore the pinned upstream files (rollback.py, lighttts-a10-rollback)
+  refresh   maintainers: regenerate a patch set from an edited checkout (lighttts-a10-refresh)
+
+`python -m lighttts_a10 COMMAND --help` describes each command."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m lighttts_a10 apply|rollback|refresh ...`"""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0
+    if not args or args[0] not in COMMANDS:
+        print(USAGE, file=sys.stderr)
+        print(f"error: {'no command given' if not args else f'unknown command {args[0]!r}'}", file=sys.stderr)
+        return 2
+    return COMMANDS[args[0]](args[1:], prog=f"python -m lighttts_a10 {args[0]}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -60,3 +60,26 @@ class BusyError(OverlayError):
 
 class VerificationError(OverlayError):
     """After writing, the files are not what the lock says they must be. Nothing is left half-done."""
+
+
+class WriteError(OverlayError):
+    """Writing a target file (or the journal) failed: disk full, permissions. What was written is undone."""
+
+
+class AccessError(OverlayError):
+    """Git or the file system will not let us work here: a checkout owned by another user (git's
+    "dubious ownership"), or a git directory we cannot write the lock and journal into."""
+
+
+class InterruptedRunError(OverlayError):
+    """An interrupted run's journal names files that changed since: they are the user's, kept as they are."""
+
+
+class UnexpectedError(OverlayError):
+    """An error none of the checks foresaw (git or the OS failing in a new way), reported instead of a traceback."""
+
+
+class Interrupted(OverlayError):
+    """Ctrl-C. Files already written were put back first."""
+
+    exit_code = 130

@@ -98,8 +98,8 @@ def refresh(root: Path, set_dir: Path, additions: Sequence[str]) -> list[str]:
     return written
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lighttts_a10.refresh", description=__doc__,
+def main(argv: Sequence[str] | None = None, prog: str = "python -m lighttts_a10.refresh") -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("path", metavar="PATH", help="the edited LightTTS checkout, at the pin")
     parser.add_argument("--set", dest="set_name", required=True, help="the patch set to regenerate (a folder of patches/)")

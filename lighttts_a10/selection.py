@@ -33,8 +33,9 @@ def select(root: Path, set_name: str | None = None, folder: Path | None = None) 
     names = available_sets(folder)
     if not names:
         raise UsageError(f"no patch sets found under {folder}",
-                         hint="run the tools from a clone of lighttts-a10 (pip install -e .), "
-                              "or point LIGHTTTS_A10_PATCHES_DIR at its patches/ folder")
+                         hint="reinstall lighttts-a10 (pip install . ships the patch sets), run the tools from a "
+                              "clone of it, or point LIGHTTTS_A10_PATCHES_DIR at a folder of patch sets "
+                              "(patches/ of a clone)")
     if set_name is not None:
         if set_name not in names:
             raise UsageError(f"unknown patch set {set_name!r}; available: {', '.join(names)}")

@@ -26,12 +26,18 @@ from unidiff.errors import UnidiffParseError
 from .errors import Problem, SeriesError
 
 LOCK_FORMAT = 1
-PATCHES_DIR = Path(__file__).resolve().parent.parent / "patches"
+# The repository keeps one copy of the patch sets, in patches/ at its root; a wheel ships that folder
+# as the package data `lighttts_a10.patches` (pyproject.toml maps it), i.e. next to this file.
+INSTALLED_PATCHES_DIR = Path(__file__).resolve().parent / "patches"
+CHECKOUT_PATCHES_DIR = Path(__file__).resolve().parent.parent / "patches"
 
 
 def patches_dir() -> Path:
-    """The folder of patch sets: the repository's patches/, or $LIGHTTTS_A10_PATCHES_DIR."""
-    return Path(os.environ.get("LIGHTTTS_A10_PATCHES_DIR") or PATCHES_DIR)
+    """The folder of patch sets: $LIGHTTTS_A10_PATCHES_DIR, else the installed package's, else the
+    patches/ of the checkout this module runs from (a clone, or an editable install)."""
+    if os.environ.get("LIGHTTTS_A10_PATCHES_DIR"):
+        return Path(os.environ["LIGHTTTS_A10_PATCHES_DIR"])
+    return INSTALLED_PATCHES_DIR if INSTALLED_PATCHES_DIR.is_dir() else CHECKOUT_PATCHES_DIR
 
 
 @dataclass(frozen=True)

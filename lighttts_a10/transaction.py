@@ -1,40 +1,23 @@
 """Apply, verify and roll back the series as one transaction over the whole checkout.
 
-Every write goes through one journal: before the first file changes, the journal records each file
-to be written with a copy of its current bytes. A run that fails halfway restores those copies; a
-run that is killed leaves the journal behind, and the next run restores them before anything else.
-An exclusive lock on the checkout keeps two runs from interleaving.
+This module decides what to write; journal.py writes it (all or nothing, kill-safe) and undoes an
+interrupted run first. An exclusive lock on the checkout keeps two runs from interleaving.
 """
 
 from __future__ import annotations
 
-import fcntl
-import json
-import os
 import shutil
-import stat
-import tempfile
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
+from . import journal
 from .checkout import FOREIGN, MISSING, OURS, PRISTINE, UNSAFE, Checkout, FileStatus, blob_id
-from .errors import BusyError, ConflictError, OverlayError, Problem, VerificationError
+from .errors import ConflictError, Problem, VerificationError
 from .hunks import apply_exact, mismatches
+from .journal import Change
 from .selection import Selected
 from .series import TargetFile
-
-JOURNAL = "journal.json"
-BACKUPS = "journal-backups"
-
-
-@dataclass(frozen=True)
-class Write:
-    target: TargetFile
-    data: bytes
-    mode: str
 
 
 @dataclass
@@ -46,150 +29,6 @@ class Outcome:
     warnings: list[str] = field(default_factory=list)
 
 
-# -- files ---------------------------------------------------------------------------------------
-def write_atomic(path: Path, data: bytes, mode: str) -> None:
-    """Replace `path` with `data` in one rename, so a kill leaves the old or the new file, never half."""
-    if os.path.lexists(path) and not os.path.islink(path):
-        permissions = stat.S_IMODE(os.stat(path).st_mode)
-    else:
-        umask = os.umask(0)
-        os.umask(umask)
-        permissions = 0o666 & ~umask
-    if mode == "100755":
-        permissions |= (permissions & 0o444) >> 2  # execute wherever read is allowed, as git does
-    else:
-        permissions &= ~0o111
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".lighttts-a10")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.chmod(temporary, permissions)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
-
-
-def _sync_write_json(path: Path, payload: dict) -> None:
-    temporary = path.with_suffix(".tmp")
-    with open(temporary, "w", encoding="utf-8") as stream:
-        json.dump(payload, stream, indent=1)
-        stream.flush()
-        os.fsync(stream.fileno())
-    os.replace(temporary, path)
-
-
-# -- lock ----------------------------------------------------------------------------------------
-@contextmanager
-def exclusive(checkout: Checkout) -> Iterator[None]:
-    """Hold the checkout's lock; a second run fails at once instead of interleaving writes."""
-    checkout.state_dir.mkdir(parents=True, exist_ok=True)
-    lock_path = checkout.state_dir / "lock"
-    with open(lock_path, "a+", encoding="utf-8") as stream:
-        try:
-            fcntl.flock(stream, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as error:
-            stream.seek(0)
-            holder = stream.read().strip() or "unknown"
-            raise BusyError(f"another apply_patches.py or rollback.py is working on {checkout.root} ({holder})",
-                            hint="wait for it to finish, then run this again") from error
-        stream.seek(0)
-        stream.truncate()
-        stream.write(f"pid {os.getpid()}")
-        stream.flush()
-        try:
-            yield
-        finally:
-            stream.seek(0)
-            stream.truncate()
-
-
-# -- journal -------------------------------------------------------------------------------------
-def _journal_path(checkout: Checkout) -> Path:
-    return checkout.state_dir / JOURNAL
-
-
-def interrupted_run(checkout: Checkout) -> dict | None:
-    path = _journal_path(checkout)
-    if not path.exists():
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except ValueError:
-        return {"operation": "unknown", "files": []}  # killed while writing the journal: no file was touched yet
-
-
-def undo_from_journal(checkout: Checkout) -> list[str]:
-    """Put back every file the journal names to the bytes it had before that run; drop the journal."""
-    journal = interrupted_run(checkout)
-    restored: list[str] = []
-    if journal is None:
-        return restored
-    backups = checkout.state_dir / BACKUPS
-    for entry in journal["files"]:
-        path = checkout.root / entry["path"]
-        current = blob_id(path.read_bytes()) if path.is_file() and not path.is_symlink() else None
-        if current == entry["blob"]:
-            continue
-        if entry["blob"] is None:  # the run created this file (rollback restoring a deleted one)
-            path.unlink()
-        else:
-            write_atomic(path, (backups / entry["backup"]).read_bytes(), entry["mode"])
-        restored.append(entry["path"])
-    _journal_path(checkout).unlink()
-    shutil.rmtree(backups, ignore_errors=True)
-    return restored
-
-
-def recover(checkout: Checkout, outcome: Outcome) -> None:
-    """Undo a run that was killed between writes (its journal is still there)."""
-    journal = interrupted_run(checkout)
-    if journal is None:
-        return
-    restored = undo_from_journal(checkout)
-    outcome.notes.append(
-        f"an earlier {journal.get('operation', 'unknown')} run (pid {journal.get('pid', '?')}) was interrupted; "
-        f"undid it: restored {len(restored)} file(s) to their state before that run"
-        + (f" ({', '.join(restored)})" if restored else ""))
-
-
-def execute(checkout: Checkout, operation: str, writes: list[Write], verify) -> None:
-    """Write everything or nothing: journal first, then each file atomically, then `verify()`."""
-    if not writes:
-        return
-    backups = checkout.state_dir / BACKUPS
-    shutil.rmtree(backups, ignore_errors=True)
-    backups.mkdir(parents=True)
-    entries = []
-    for index, write in enumerate(writes):
-        path = checkout.root / write.target.path
-        before = path.read_bytes() if path.is_file() else b""
-        (backups / str(index)).write_bytes(before)
-        mode = checkout.status(write.target).mode or write.mode
-        entries.append({"path": write.target.path, "blob": blob_id(before) if path.is_file() else None,
-                        "mode": mode, "backup": str(index)})
-    _sync_write_json(_journal_path(checkout),
-                     {"operation": operation, "pid": os.getpid(), "started": time.time(), "files": entries})
-    try:
-        for write in writes:
-            write_atomic(checkout.root / write.target.path, write.data, write.mode)
-        verify()
-    except BaseException as error:
-        restored = undo_from_journal(checkout)
-        if isinstance(error, OverlayError):
-            error.hint = f"restored {len(restored)} file(s) already written; nothing was changed"
-            raise
-        if isinstance(error, OSError):
-            raise VerificationError(f"writing {getattr(error, 'filename', '') or 'a file'} failed: {error.strerror or error}",
-                                    hint=f"restored {len(restored)} file(s) already written; nothing was changed") from error
-        raise
-    _journal_path(checkout).unlink()
-    shutil.rmtree(backups, ignore_errors=True)
-
-
 # -- describing what is in the way ------------------------------------------------------------------
 def conflict_problems(selected: Selected, status: FileStatus) -> list[Problem]:
     """Name why a file can't be touched: local edit or upstream drift, the patch, each hunk, the line
@@ -199,7 +38,12 @@ def conflict_problems(selected: Selected, status: FileStatus) -> list[Problem]:
         return [Problem("unsafe-path" if status.state == UNSAFE else "missing-file",
                         f"{target.path}: {status.reason}", path=target.path, patch=target.patch)]
     commits: list[str] = []
-    if checkout.head_blob(target) != target.pre:
+    head_blob = checkout.head_blob(target)
+    if head_blob == target.post:
+        kind = "local-edit"
+        origin = (f"{target.repo if target.repo != '.' else 'LightTTS'}'s HEAD has the patched file committed, "
+                  "and it has local edits since")
+    elif head_blob != target.pre:
         kind = "upstream-drift"
         commits = checkout.commits_between_pin_and_head(target)
         pin = series.repos[target.repo]
@@ -238,21 +82,45 @@ def refusal_hint(selected: Selected, problems: list[Problem], local_edit_advice:
 
 # -- shared start of apply and rollback ----------------------------------------------------------------
 def prepare(selected: Selected, check_only: bool) -> Outcome:
-    """Warn about off-pin repositories, and undo an interrupted run (or refuse to check over one)."""
+    """Warn about off-pin repositories, and undo an interrupted run first (--check: say what that undo
+    would do, refuse where the run would refuse, and check against the files as the undo leaves them)."""
     outcome = Outcome()
     checkout = selected.checkout
+    checkout.assumed = {}
     warn_if_off_pin(selected, outcome)
     if check_only:
-        if interrupted_run(checkout):
-            raise ConflictError("an earlier run was interrupted and may have left files half-written",
-                                hint="run apply_patches.py or rollback.py without --check: it undoes that run first")
-        return outcome
-    recover(checkout, outcome)
+        pending = journal.read(checkout)
+        if pending is not None:
+            findings = journal.inspect(checkout, pending)
+            recovery = journal.Recovery(pending, restored=[f.entry.path for f in findings if f.state == journal.WRITTEN],
+                                        kept=[f.entry.path for f in findings if f.state == journal.CHANGED],
+                                        removed=[f.entry.temp for f in findings if f.temp_present])
+            if recovery.kept:
+                raise journal.kept_files_error(recovery)
+            outcome.notes.append(recovery.summary(done=False))
+            checkout.assumed = journal.contents_after_recovery(findings)
+    else:
+        recovery = journal.recover(checkout)
+        if recovery is not None:
+            if recovery.kept:
+                raise journal.kept_files_error(recovery)
+            outcome.notes.append(recovery.summary())
     selected.statuses = [checkout.status(status.target) for status in selected.statuses]
     return outcome
 
 
 # -- apply ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Write:
+    target: TargetFile
+    data: bytes
+    mode: str
+
+
+def changes(writes: list[Write]) -> list[Change]:
+    return [Change(write.target.path, write.data, write.mode) for write in writes]
+
+
 def plan_apply(selected: Selected) -> tuple[list[Write], list[Problem]]:
     writes: list[Write] = []
     problems: list[Problem] = []
@@ -263,7 +131,8 @@ def plan_apply(selected: Selected) -> tuple[list[Write], list[Problem]]:
         if status.state != PRISTINE:
             problems.extend(conflict_problems(selected, status))
             continue
-        text = selected.checkout.read_text(target)
+        # Pristine means git would commit exactly the pinned blob (line-ending conversion aside): patch that.
+        text = selected.checkout.pinned_bytes(target).decode("utf-8", "surrogateescape")
         hunks = selected.series.hunks(target)
         bad = mismatches(text, hunks)
         if bad:  # cannot happen with a consistent lock; say so rather than guess
@@ -302,7 +171,7 @@ def apply(selected: Selected, check_only: bool = False) -> Outcome:
             raise VerificationError("after writing, these files are not the patched version: "
                                     + ", ".join(s.target.path for s in wrong))
 
-    execute(checkout, "apply", writes, verify)
+    journal.execute(checkout, "apply", changes(writes), verify)
     outcome.written = [write.target.path for write in writes]
     return outcome
 
@@ -321,8 +190,30 @@ def plan_rollback(selected: Selected, force: bool) -> tuple[list[Write], list[Pr
             continue
         if status.state == FOREIGN:
             to_save.append(status)
-        writes.append(Write(target, selected.checkout.pinned_bytes(target), target.mode))
+        writes.append(Write(target, selected.checkout.checkout_bytes(target), target.mode))
     return writes, problems, to_save
+
+
+def committed_other_notes(selected: Selected, verb: str) -> list[str]:
+    """Rollback restores the pinned bytes even where HEAD has another version committed (the user ran
+    `git commit -a` on the patched files): git then shows them modified, and that change is the rollback."""
+    checkout = selected.checkout
+    by_repo: dict[str, list[TargetFile]] = {}
+    for target in selected.series.files:
+        if checkout.head_blob(target) != target.pre:
+            by_repo.setdefault(target.repo, []).append(target)
+    notes = []
+    for repo, targets in by_repo.items():
+        name = "LightTTS" if repo == "." else repo
+        what = ("the patched version" if all(checkout.head_blob(t) == t.post for t in targets)
+                else "a version other than the pin's")
+        paths = " ".join(t.path_in_repo for t in targets)
+        folder = checkout.root if repo == "." else checkout.root / repo
+        notes.append(f"{name}'s HEAD ({checkout.head(repo)[:7]}) has {what} of {', '.join(t.path for t in targets)} "
+                     f"committed, so git {verb} {'it' if len(targets) == 1 else 'them'} as modified after the rollback: "
+                     f"that change is the rollback. Record it with `git -C {folder} commit {paths}` "
+                     "(README: 'Rollback after a commit')")
+    return notes
 
 
 def save_aside(checkout: Checkout, statuses: list[FileStatus]) -> Path:
@@ -350,6 +241,7 @@ def rollback(selected: Selected, check_only: bool = False, force: bool = False) 
                                                         "save them aside and restore the upstream files"))
     if check_only:
         outcome.notes.append("rollback would restore " + (", ".join(w.target.path for w in writes) or "nothing"))
+        outcome.notes.extend(committed_other_notes(selected, "will show"))
         return outcome
     if to_save:
         folder = save_aside(checkout, to_save)
@@ -358,16 +250,20 @@ def rollback(selected: Selected, check_only: bool = False, force: bool = False) 
     def verify() -> None:
         bad = []
         for write in writes:
-            status = checkout.status(write.target)
-            if status.state != PRISTINE or status.mode != write.target.mode or not checkout.is_clean(write.target):
-                bad.append(write.target.path)
+            target = write.target
+            status = checkout.status(target)
+            unmodified = checkout.head_blob(target) != target.pre or checkout.is_clean(target)
+            if status.state != PRISTINE or status.mode != target.mode or not unmodified:
+                bad.append(target.path)
         if bad:
-            raise VerificationError("after restoring, git does not show these files as unmodified: " + ", ".join(bad))
+            raise VerificationError("after restoring, these files are not the pinned upstream files (or git does "
+                                    "not show them unmodified): " + ", ".join(bad))
 
-    execute(checkout, "rollback", writes, verify)
+    journal.execute(checkout, "rollback", changes(writes), verify)
     outcome.written = [write.target.path for write in writes]
     if not writes:
         outcome.notes.append("every touched file is already the pinned upstream file; nothing to do")
+    outcome.notes.extend(committed_other_notes(selected, "shows"))
     return outcome
 
 
