@@ -329,14 +329,22 @@ def inspect(checkout: Checkout, journal: Journal) -> list[Finding]:
     return findings
 
 
-def contents_after_recovery(findings: list[Finding]) -> dict[str, tuple[bytes, str] | None]:
-    """What recovery would put back, per path ((bytes, mode), or None for 'removed'): for --check."""
-    view: dict[str, tuple[bytes, str] | None] = {}
+def preview(checkout: Checkout) -> tuple[Recovery, dict[str, tuple[bytes, str] | None]] | None:
+    """What recover() would do, without doing it (for --check): the plan, and the contents it would
+    put back by path ((bytes, mode), or None for 'removed'). None when no run was interrupted."""
+    journal = read(checkout)
+    if journal is None:
+        return None
+    findings = inspect(checkout, journal)
+    planned = Recovery(journal, restored=[f.entry.path for f in findings if f.state == WRITTEN],
+                       kept=[f.entry.path for f in findings if f.state == CHANGED],
+                       removed=[f.entry.temp for f in findings if f.temp_present])
+    contents: dict[str, tuple[bytes, str] | None] = {}
     for finding in findings:
         if finding.state == WRITTEN:
             before = finding.entry.before
-            view[finding.entry.path] = None if before is None else (before.data or b"", before.mode)
-    return view
+            contents[finding.entry.path] = None if before is None else (before.data or b"", before.mode)
+    return planned, contents
 
 
 def recover(checkout: Checkout) -> Recovery | None:
@@ -363,13 +371,13 @@ def recover(checkout: Checkout) -> Recovery | None:
     return recovery
 
 
-def kept_files_error(recovery: Recovery) -> InterruptedRunError:
+def kept_files_error(recovery: Recovery, done: bool = True) -> InterruptedRunError:
     """The refusal for files that changed after an interrupted run: they stay as the user left them."""
     return InterruptedRunError(
         f"the interrupted {recovery.journal.describe()} had planned to write {', '.join(recovery.kept)}, and "
         f"{'it has' if len(recovery.kept) == 1 else 'they have'} changed since: neither what that run wrote nor "
         "what was there before. Kept as you left it",
-        hint=(recovery.summary() + ".\n" if recovery.restored or recovery.removed else "")
+        hint=(recovery.summary(done) + ".\n" if recovery.restored or recovery.removed else "")
         + "your version of those files was not touched. Review it; to go on, stash those edits (git stash, in the "
           "repository that owns the file) and run this again, or run rollback.py --force to save them aside and "
           "restore upstream")

@@ -6,6 +6,7 @@ interrupted run first. An exclusive lock on the checkout keeps two runs from int
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -89,16 +90,12 @@ def prepare(selected: Selected, check_only: bool) -> Outcome:
     checkout.assumed = {}
     warn_if_off_pin(selected, outcome)
     if check_only:
-        pending = journal.read(checkout)
-        if pending is not None:
-            findings = journal.inspect(checkout, pending)
-            recovery = journal.Recovery(pending, restored=[f.entry.path for f in findings if f.state == journal.WRITTEN],
-                                        kept=[f.entry.path for f in findings if f.state == journal.CHANGED],
-                                        removed=[f.entry.temp for f in findings if f.temp_present])
-            if recovery.kept:
-                raise journal.kept_files_error(recovery)
-            outcome.notes.append(recovery.summary(done=False))
-            checkout.assumed = journal.contents_after_recovery(findings)
+        preview = journal.preview(checkout)
+        if preview is not None:
+            planned, checkout.assumed = preview
+            if planned.kept:
+                raise journal.kept_files_error(planned, done=False)
+            outcome.notes.append(planned.summary(done=False))
     else:
         recovery = journal.recover(checkout)
         if recovery is not None:
@@ -207,12 +204,12 @@ def committed_other_notes(selected: Selected, verb: str) -> list[str]:
         name = "LightTTS" if repo == "." else repo
         what = ("the patched version" if all(checkout.head_blob(t) == t.post for t in targets)
                 else "a version other than the pin's")
-        paths = " ".join(t.path_in_repo for t in targets)
         folder = checkout.root if repo == "." else checkout.root / repo
+        record = shlex.join(["git", "-C", str(folder), "commit", "-m", "Roll back lighttts-a10", "--",
+                             *(t.path_in_repo for t in targets)])
         notes.append(f"{name}'s HEAD ({checkout.head(repo)[:7]}) has {what} of {', '.join(t.path for t in targets)} "
-                     f"committed, so git {verb} {'it' if len(targets) == 1 else 'them'} as modified after the rollback: "
-                     f"that change is the rollback. Record it with `git -C {folder} commit {paths}` "
-                     "(README: 'Rollback after a commit')")
+                     f"committed, so git {verb} {'it' if len(targets) == 1 else 'them'} as modified after the "
+                     f"rollback: that change is the rollback. Record it with: {record}")
     return notes
 
 

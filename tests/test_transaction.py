@@ -168,3 +168,26 @@ def test_failed_rollback_removes_a_file_it_had_recreated(checkout, monkeypatch):
         transaction.rollback(select(checkout))
     assert not manager.exists()  # back to how the user left it
     assert states(checkout)["light_tts/server/api_cli.py"] == OURS
+
+
+def test_autocrlf_checkout_is_pristine_and_round_trips_byte_for_byte(checkout):
+    """With core.autocrlf=true git checks files out with CRLF and calls them unmodified: so do we."""
+    owners = {"light_tts/server/api_cli.py": checkout, "light_tts/server/manager.py": checkout,
+              "cosyvoice/cosyvoice/flow/flow.py": checkout / "cosyvoice"}
+    for path, repo in owners.items():
+        git(repo, "config", "core.autocrlf", "true")
+        (checkout / path).unlink()
+        git(repo, "checkout", "--", os.path.relpath(checkout / path, repo))
+    assert b"\r\n" in (checkout / "light_tts/server/manager.py").read_bytes()
+    assert git(checkout, "status", "--porcelain") == git(checkout / "cosyvoice", "status", "--porcelain") == ""
+    before = snapshot(checkout)
+    assert set(states(checkout).values()) == {PRISTINE}
+    assert "apply would write" in transaction.apply(select(checkout), check_only=True).notes[-1]
+    transaction.apply(select(checkout))
+    assert set(states(checkout).values()) == {OURS}
+    diff = git(checkout, "diff", "--", "light_tts/server/manager.py")  # git sees the patch's change only
+    assert [line for line in diff.splitlines() if line[:1] in "+-" and line[:3] not in ("+++", "---")] == [
+        '+    "flow_steps": 5,']
+    transaction.rollback(select(checkout))
+    assert snapshot(checkout) == before  # CRLF again, as git checks the files out
+    assert git(checkout, "status", "--porcelain") == git(checkout / "cosyvoice", "status", "--porcelain") == ""
