@@ -44,11 +44,12 @@ def interrupted_run(checkout: Checkout) -> dict | None:
         return {"unreadable": error.message}
     if pending is None:
         return None
+    findings = journal.inspect(checkout, pending)
     return {"operation": pending.operation, "pid": pending.pid, "started": pending.started,
             "journal": str(journal.journal_path(checkout)), "description": pending.describe(),
             "files": [{"path": f.entry.path, "found": f.state, "action": RECOVERY_ACTIONS[f.state][0]}
-                      for f in journal.inspect(checkout, pending)],
-            "temporary_files": [f.entry.temp for f in journal.inspect(checkout, pending) if f.temp_present]}
+                      for f in findings],
+            "temporary_files": [f.entry.temp for f in findings if f.temp_present]}
 
 
 def describe(selected: Selected | None) -> dict:
@@ -113,43 +114,46 @@ def print_text(report: dict, show_files: bool, stream=sys.stdout) -> None:
         say(report["summary"])
 
 
+def refusal(failure: BaseException) -> OverlayError:
+    """Every failure as a refusal with an exit code and a hint; never a traceback."""
+    if isinstance(failure, OverlayError):
+        return failure
+    if isinstance(failure, KeyboardInterrupt):
+        return Interrupted("interrupted (Ctrl-C)", hint="a run that was writing put back what it wrote first, or "
+                                                        "left its journal for the next run to undo")
+    # git or the OS failing in a way no check foresaw
+    return UnexpectedError(f"unexpected {type(failure).__name__}: {failure}",
+                           hint="if this happened while writing, the journal in .git/lighttts-a10 records the run and "
+                                "the next run puts back what it wrote (--status shows it). Please report this output")
+
+
 def run(command: str, path: str | None, set_name: str | None, as_json: bool, show_files: bool, writes: bool,
         action: Callable[[Selected], tuple[Outcome, str, int]]) -> int:
     """Select the set, take the lock, run `action`, print the report; map every failure to an exit code."""
     report: dict = {"command": command}
     selected = None
     try:
-        try:
-            if not path:
-                raise UsageError("no checkout given: pass PATH or set LIGHTTTS_DIR")
-            report["checkout"] = str(Path(path).resolve())
-            selected = select(Path(path), set_name)
-            with journal.exclusive(selected.checkout, required=writes) as locked:
-                outcome, summary, code = action(selected)
-                selected.statuses = [selected.checkout.status(s.target) for s in selected.statuses]
-            if not locked:
-                outcome.warnings.append(f"could not take the lock in {selected.checkout.state_dir} (not writable): "
-                                        "this report does not wait for a run that may be writing")
-            report.update(result="ok" if code == 0 else "not-applied", summary=summary, written=outcome.written,
-                          notes=outcome.notes, warnings=outcome.warnings, exit_code=code)
-            report.update(describe(selected))
-        except KeyboardInterrupt as error:
-            raise Interrupted("interrupted (Ctrl-C)", hint="a run that was writing put back what it wrote, or left "
-                                                           "its journal for the next run to undo") from error
-        except OverlayError:
-            raise
-        except Exception as error:  # git or the OS failing in a way no check foresaw: a refusal, not a traceback
-            raise UnexpectedError(f"unexpected {type(error).__name__}: {error}",
-                                  hint="if this happened while writing, the journal in .git/lighttts-a10 records "
-                                       "the run and the next run puts back what it wrote (--status shows it). "
-                                       "Please report this output") from error
-    except OverlayError as error:
+        if not path:
+            raise UsageError("no checkout given: pass PATH or set LIGHTTTS_DIR")
+        report["checkout"] = str(Path(path).resolve())
+        selected = select(Path(path), set_name)
+        with journal.exclusive(selected.checkout, required=writes) as locked:
+            outcome, summary, code = action(selected)
+            selected.statuses = [selected.checkout.status(s.target) for s in selected.statuses]
+        if not locked:
+            outcome.warnings.append(f"could not take the lock in {selected.checkout.state_dir} (not writable): "
+                                    "this report does not wait for a run that may be writing")
+        report.update(result="ok" if code == 0 else "not-applied", summary=summary, written=outcome.written,
+                      notes=outcome.notes, warnings=outcome.warnings, exit_code=code)
+        report.update(describe(selected))
+    except (Exception, KeyboardInterrupt) as failure:
+        error = refusal(failure)
         code = error.exit_code
         report.update(result="error", message=error.message, hint=error.hint, exit_code=code,
                       problems=[problem.to_json() for problem in error.problems])
         try:
             report.update(describe(selected))
-        except Exception as second:  # the failure may also break describing the checkout: say so, don't crash
+        except Exception as second:  # what failed may also break describing the checkout: say so, don't crash
             report.setdefault("warnings", []).append(f"could not describe the checkout: {second}")
     try:
         if as_json:

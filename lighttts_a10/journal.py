@@ -122,17 +122,19 @@ def exclusive(checkout: Checkout, required: bool = True) -> Iterator[bool]:
 
     Yields whether the lock is held: a read-only command (required=False) goes on without it where
     the git directory cannot be written; a writing command refuses."""
+    stream = None
     try:
         checkout.state_dir.mkdir(parents=True, exist_ok=True)
         stream = open(checkout.state_dir / "lock", "a+", encoding="utf-8")
     except OSError as error:
-        if not required:
-            yield False
-            return
-        raise AccessError(f"cannot write the lock in {checkout.state_dir}: {error.strerror or error}",
-                          hint="nothing was changed. apply_patches.py and rollback.py keep their lock and journal "
-                               "in LightTTS's git directory: run them as the user who owns the checkout, or make "
-                               "that directory writable (--check and --status work without it)") from error
+        if required:
+            raise AccessError(f"cannot write the lock in {checkout.state_dir}: {error.strerror or error}",
+                              hint="nothing was changed. apply_patches.py and rollback.py keep their lock and "
+                                   "journal in LightTTS's git directory: run them as the user who owns the checkout, "
+                                   "or make that directory writable (--check and --status work without it)") from error
+    if stream is None:
+        yield False
+        return
     with stream:
         try:
             fcntl.flock(stream, fcntl.LOCK_EX | fcntl.LOCK_NB)
