@@ -53,6 +53,7 @@ from typing import Iterable, Sequence
 SCHEMA = "lighttts-a10/tts_load/1"
 DEFAULT_TEXTS = ["Hello world, this is a test.", "The quick brown fox jumps."]
 DEFAULT_PROMPT_TEXT = "This is the prompt text."
+MODES = {"stream": True, "nonstream": False, "mixed": None}  # cell mode -> run_batch's stream argument
 METRICS = ("ttfa_p50", "ttfa_p90", "rtf_p50", "rtf_p90", "latency_p50", "latency_p90", "rps", "audio_s_mean")
 
 
@@ -207,18 +208,21 @@ def post_zero_shot(server: Server, tts_text: str, prompt_text: str, prompt_wav: 
 # --------------------------------------------------------------------------- batches and runs
 
 def run_batch(server: Server, concurrency: int, per_worker: int, texts: Sequence[str], text_offset: int,
-              prompt_text: str, prompt_wav: bytes, stream: bool, timeout: float,
+              prompt_text: str, prompt_wav: bytes, stream: bool | None, timeout: float,
               sample_rate: int) -> tuple[list[dict], float]:
-    """`concurrency` threads, each sending `per_worker` requests back to back. Returns records, wall s."""
+    """`concurrency` threads, each sending `per_worker` requests back to back. Returns records, wall s.
+    stream=None mixes the two: odd-numbered workers stream, even-numbered ones don't."""
     results: list[list[dict]] = [[] for _ in range(concurrency)]
 
     def worker(w: int) -> None:
         for j in range(per_worker):
             k = w * per_worker + j
             idx = (text_offset + k) % len(texts)
-            rec = post_zero_shot(server, texts[idx], prompt_text, prompt_wav, stream, timeout, sample_rate)
+            streams = bool(w % 2) if stream is None else stream
+            rec = post_zero_shot(server, texts[idx], prompt_text, prompt_wav, streams, timeout, sample_rate)
             rec["text_index"] = idx
             rec["worker"] = w
+            rec["stream"] = streams
             results[w].append(rec)
 
     threads = [threading.Thread(target=worker, args=(w,), daemon=True) for w in range(concurrency)]
@@ -233,14 +237,15 @@ def run_batch(server: Server, concurrency: int, per_worker: int, texts: Sequence
 
 def parse_cells(spec: str) -> list[tuple]:
     """'nonstream:1:4,stream:4' -> [('nonstream', 1, 4), ('stream', 4)]: mode, concurrency and, optionally,
-    requests per worker per batch for that cell (else --per-worker decides)."""
+    requests per worker per batch for that cell (else --per-worker decides). Mode `mixed`: half the
+    workers stream, half don't, at the same time (a soak)."""
     cells = []
     for item in spec.split(","):
         parts = item.strip().split(":")
-        ok = len(parts) in (2, 3) and parts[0] in ("stream", "nonstream") and all(
+        ok = len(parts) in (2, 3) and parts[0] in MODES and all(
             x.isdigit() and int(x) >= 1 for x in parts[1:])
         if not ok:
-            raise ValueError(f"cell must be MODE:C or MODE:C:N (MODE stream or nonstream, C and N >= 1), "
+            raise ValueError(f"cell must be MODE:C or MODE:C:N (MODE stream, nonstream or mixed, C and N >= 1), "
                              f"got {item!r}")
         cells.append((parts[0], *map(int, parts[1:])))
     return cells
@@ -259,14 +264,15 @@ def run(servers: Sequence[Server], texts: Sequence[str], prompt_text: str, promp
     cells = [tuple(c) for c in cells] if cells else [(m, c) for m in modes for c in concurrencies]
     modes = list(dict.fromkeys(c[0] for c in cells))
     concurrencies = list(dict.fromkeys(c[1] for c in cells))
-    timeouts = {"stream": timeout, "nonstream": timeout_nonstream or timeout}
+    timeouts = {"stream": timeout, "nonstream": timeout_nonstream or timeout,
+                "mixed": max(timeout, timeout_nonstream or timeout)}
     if not servers:
         raise ValueError("no servers")
     if len({s.name for s in servers}) != len(servers):
         raise ValueError("server names must be unique")
     for m in modes:
-        if m not in ("stream", "nonstream"):
-            raise ValueError(f"unknown mode {m!r} (stream or nonstream)")
+        if m not in MODES:
+            raise ValueError(f"unknown mode {m!r} (stream, nonstream or mixed)")
     t_run = time.perf_counter()
     config = {
         "servers": {s.name: s.url for s in servers}, "texts": list(texts), "prompt_text": prompt_text,
@@ -282,7 +288,7 @@ def run(servers: Sequence[Server], texts: Sequence[str], prompt_text: str, promp
     for mode in modes:
         for server in servers:
             for i in range(warmup):
-                rec = post_zero_shot(server, texts[i % len(texts)], prompt_text, prompt_wav, mode == "stream",
+                rec = post_zero_shot(server, texts[i % len(texts)], prompt_text, prompt_wav, mode != "nonstream",
                                      timeouts[mode], sample_rate)
                 warmups.append({"server": server.name, "mode": mode, **rec})
                 log(f"warmup {server.name} {mode}: ok={rec['ok']} ttfa={_fmt(rec['ttfa_s'])} "
@@ -303,7 +309,7 @@ def run(servers: Sequence[Server], texts: Sequence[str], prompt_text: str, promp
             order = [servers[(r + i) % len(servers)] for i in range(len(servers))]
             for server in order:
                 recs, wall = run_batch(server, c, n, texts, r * c * n, prompt_text, prompt_wav,
-                                       mode == "stream", timeouts[mode], sample_rate)
+                                       MODES[mode], timeouts[mode], sample_rate)
                 batch_id = len(batches)
                 for rec in recs:
                     rec.update({"server": server.name, "mode": mode, "concurrency": c, "round": r,

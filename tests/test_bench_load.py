@@ -299,3 +299,16 @@ def test_cli_run_exits_1_when_requests_fail(fakes, tmp_path):
                         "bad", "--cells", "nonstream:1", "--rounds", "1", "--warmup", "0"],
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 1 and "| nonstream | 1 |" in p.stdout and "0/1" in p.stdout
+
+
+def test_mixed_cell_streams_on_odd_workers_at_the_same_time(fakes):
+    fake = fakes(chunk_delay=0.01)
+    res = tts_load.run([tts_load.Server("s", fake.url)], ["ab"], "p", b"wav", [], [], {}, rounds=2,
+                       timeout=10, warmup=0, log=lambda *_: None, cells=tts_load.parse_cells("mixed:4:2"))
+    recs = res["records"]
+    assert len(recs) == 2 * 4 * 2 and all(r["ok"] and r["mode"] == "mixed" for r in recs)
+    assert {(r["worker"], r["stream"]) for r in recs} == {(0, False), (1, True), (2, False), (3, True)}
+    # what the server saw: the same split, request by request
+    assert sorted(r["stream"] for r in fake.requests) == ["false"] * 8 + ["true"] * 8
+    with pytest.raises(ValueError, match="stream, nonstream or mixed"):
+        tts_load.parse_cells("both:4")

@@ -294,3 +294,33 @@ def test_report_cli(tmp_path):
     p = subprocess.run([sys.executable, str(REPO / "bench" / "probe_report.py"), str(tmp_path / "none")],
                        capture_output=True, text=True, timeout=30)
     assert p.returncode == 1 and "no probe" in p.stderr
+
+
+def test_memory_report_per_server_process_and_soak_growth(tmp_path):
+    from bench import probe_report
+    # server "p" is process group 100 (llm pid 101, decode pid 102); 900 is someone else (the budget holder)
+    mem = tmp_path / "mem.csv"
+    rows = []
+    for i, t in enumerate(range(1000, 1100, 10)):
+        rows += [f"{t},gpu,101,100,{5000 + i}", f"{t},gpu,102,100,{2000 + 10 * i}", f"{t},gpu,901,900,50000",
+                 f"{t},host,-,100,{8000 + 60 * i}", f"{t},host,-,900,300"]
+    mem.write_text("\n".join(rows) + "\n1100,gpu,10")  # last line cut short by a kill
+    events = tmp_path / "events.log"
+    events.write_text("990 launch p pgid 100\n1020 live p\n1040 soak-start p\n1080 soak-end p\n")
+    probe = [{"ev": "llm_init", "pid": 101}, {"ev": "decode_init", "pid": 102}]
+    got = probe_report.summarize_memory(probe_report.read_mem(str(mem)), probe_report.read_marks(str(events)),
+                                        probe)
+    assert list(got) == ["p"]
+    p = got["p"]
+    # first sample at or after live (t=1020, i=2); peaks at i=9
+    assert p["processes"] == {"llm 101": {"at_live_mib": 5002.0, "peak_mib": 5009.0, "last_mib": 5009.0},
+                              "decode 102": {"at_live_mib": 2020.0, "peak_mib": 2090.0, "last_mib": 2090.0}}
+    assert (p["gpu_total_at_live_mib"], p["gpu_total_peak_mib"]) == (7022.0, 7099.0)
+    assert (p["host_rss_at_live_mib"], p["host_rss_peak_mib"]) == (8120.0, 8540.0)
+    soak = p["soak"]
+    # samples t=1040..1080 (i=4..8): GPU grows 11 MiB per 10 s, host 60 MiB per 10 s
+    assert soak["samples"] == 5 and soak["seconds"] == 40
+    assert (soak["gpu_first_mib"], soak["gpu_last_mib"]) == (7044.0, 7088.0)
+    assert soak["gpu_mib_per_min"] == pytest.approx(66.0) and soak["host_mib_per_min"] == pytest.approx(360.0)
+    md = probe_report.memory_markdown(got)
+    assert "| p | llm 101 | 5002.0 | 5009.0 |" in md and "soak p: 40 s, 5 samples" in md
