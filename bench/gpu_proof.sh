@@ -84,6 +84,7 @@ P_ARGS=(--load_trt false --flow_steps 5 --data_type bfloat16)
 # tokens (the cap: 20 per text token) = 8.0 s of audio, for both servers alike. A random LLM samples EOS
 # now and then (about 1 request in 40 ends early); RTF divides by each request's own audio length.
 TEXTS=(--text "Hi friend." --text "Good luck.")
+LOAD_TEXTS=("${TEXTS[@]}")
 
 mkdir -p "$WORK" "$OUT" "$PROBE" "$LOGS"
 export PYTHONPATH=$REPO/bench/stubs:$SITE PATH=$SITE/bin:$PATH PYTHONUNBUFFERED=1
@@ -329,20 +330,20 @@ print(" ".join(f"{w} {words[i + 1]}" for i, w in enumerate(words) if w in keep))
     mark "launch $name pgid $(cat "$WORK/$name.pid")"
 }
 
-phase_memwatch() {  # SECONDS: GPU memory of every compute process, host RSS of every server's process group
+phase_memwatch() {  # SECONDS: GPU memory of every compute process, host RSS of every process group
     local every=${1:-10}
     [ -f "$WORK/memwatch.pid" ] && kill -0 "$(cat "$WORK/memwatch.pid")" 2>/dev/null && return 0
-    (
-        while :; do
-            ts=$(date +%s)
-            nvidia-smi --query-compute-apps=pid,used_memory --format=csv,noheader,nounits 2>/dev/null |
-                while IFS=', ' read -r pid mib; do
-                    echo "$ts,gpu,$pid,$(ps -o pgid= -p "$pid" 2>/dev/null | tr -d ' '),$mib"
-                done
-            ps -eo pgid=,rss= | awk -v ts="$ts" '{r[$1] += $2} END {for (g in r) if (r[g] > 102400) printf "%s,host,-,%s,%d\n", ts, g, r[g] / 1024}'
-            sleep "$every"
-        done >> "$WORK/mem.csv"
-    ) &
+    # setsid: the sampler outlives this command while the machine stays warm, like the servers
+    # shellcheck disable=SC2016 # the loop is expanded by the inner bash
+    setsid bash -c 'while :; do
+        ts=$(date +%s)
+        nvidia-smi --query-compute-apps=pid,used_memory --format=csv,noheader,nounits 2>/dev/null |
+            while IFS=", " read -r pid mib; do
+                echo "$ts,gpu,$pid,$(ps -o pgid= -p "$pid" 2>/dev/null | tr -d " "),$mib"
+            done
+        ps -eo pgid=,rss= | awk -v ts="$ts" "{r[\$1] += \$2} END {for (g in r) if (r[g] > 102400) printf \"%s,host,-,%s,%d\\n\", ts, g, r[g] / 1024}"
+        sleep "$0"
+    done >> "$1"' "$every" "$WORK/mem.csv" < /dev/null > /dev/null 2>&1 &
     echo $! > "$WORK/memwatch.pid"
 }
 
@@ -358,8 +359,8 @@ load_run() {  # LABEL NAMES CELLS ROUNDS [extra tts_load args...]
     local srv; mapfile -t srv < <(servers_args "$on")
     say "load $label on $on: cells $cells, up to $rounds rounds, deadline ${budget}s"
     mark "load-start $label"
-    python3 "$REPO/bench/tts_load.py" run "${srv[@]}" "${TEXTS[@]}" --cells "$cells" --rounds "$rounds" \
-        --warmup 1 --timeout 240 --timeout-nonstream 90 --deadline "$budget" \
+    python3 "$REPO/bench/tts_load.py" run "${srv[@]}" "${LOAD_TEXTS[@]}" --cells "$cells" --rounds "$rounds" \
+        --warmup 1 --timeout 240 --timeout-nonstream "${NONSTREAM_TIMEOUT:-90}" --deadline "$budget" \
         --out "$OUT/load_$label.json" --md "$WORK/load_$label.md" "$@"
     mark "load-end $label"
 }
@@ -372,7 +373,11 @@ phase_steps() {  # per-request flow_steps (issue 10): 3, 5, 10 interleaved, both
 }
 
 phase_lost() {  # NAMES: lost or failed non-streaming responses at concurrency 16
+    # Short texts (4 text tokens, ~3 s of audio): many requests a second, as many chances for the race
+    # per request as long ones. 30 s is several times the slowest answer seen at c16; a lost response
+    # never comes, so a longer wait only costs time.
     local per=$(( ${LOST_REQUESTS:-320} / 16 / 2 ))
+    local LOAD_TEXTS=(--text "Yes." --text "Now.") NONSTREAM_TIMEOUT=${NONSTREAM_TIMEOUT:-30}
     load_run "lost" "$1" "nonstream:16:2" "$per"
 }
 
