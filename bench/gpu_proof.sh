@@ -23,7 +23,8 @@
 #                        a second budget:GIB holds more, so budget:48 then budget:24 leaves 24 for a while
 #   unbudget             release the most recent holder
 #   launch:NAME:CK:PROFILE:PORT  start checkout CK (u30, p30, p110) through launch_a10.sh --profile PROFILE,
-#                        LOAD_TRT=false, as a user would (extra launcher variables in LAUNCH_ENV="A=1 B=2")
+#                        LOAD_TRT=false, as a user would (extra launcher variables in LAUNCH_ENV="A=1 B=2",
+#                        extra server flags after -- in LAUNCH_ARGS)
 #   direct:NAME:CK:PORT  start CK with python -m light_tts.server.api_server and the sizes launch_a10.sh
 #                        --dry-run prints for p30 (for the unpatched pin: same sizes, --load_trt '')
 #   wait:NAME,...        wait until each server answers /liveness (a server that dies fails the phase)
@@ -300,9 +301,10 @@ phase_launch() {  # NAME CK PROFILE PORT
     ck=$(checkout_of "${2:?}") || return 1
     say "launching $name: LIGHTTTS_DIR=$ck launch_a10.sh --profile $profile (PORT=$port LOAD_TRT=false ${LAUNCH_ENV:-})"
     echo "$port" > "$WORK/$name.port"
-    # shellcheck disable=SC2086 # LAUNCH_ENV is a list of VAR=value words
+    # shellcheck disable=SC2086 # LAUNCH_ENV / LAUNCH_ARGS are lists of words
     (cd "$REPO" && exec env LIGHTTTS_BENCH_TAG="$name" LIGHTTTS_BENCH_PROBE_DIR="$PROBE" LIGHTTTS_DIR="$ck" MODEL_DIR="$MODEL" LOAD_TRT=false HOST=127.0.0.1 PORT="$port" ${LAUNCH_ENV:-} \
-        setsid bash "$REPO/launch_a10.sh" --profile "$profile" >> "$LOGS/$name.log" 2>&1 < /dev/null) &
+        setsid bash "$REPO/launch_a10.sh" --profile "$profile" ${LAUNCH_ARGS:+-- $LAUNCH_ARGS} \
+        >> "$LOGS/$name.log" 2>&1 < /dev/null) &
     echo $! > "$WORK/$name.pid"
     mark "launch $name pgid $(cat "$WORK/$name.pid")"
 }
