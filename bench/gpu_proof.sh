@@ -315,7 +315,7 @@ phase_direct() {  # NAME CK PORT: the sizes launch_a10.sh would pass, for a serv
     [ "$2" = u30 ] && trt=(--load_trt '')
     # shellcheck disable=SC2086 # LAUNCH_ENV is a list of VAR=value words
     sizes=$(cd "$REPO" && env LIGHTTTS_DIR="$CK/p30" MODEL_DIR="$MODEL" LOAD_TRT=false PORT=1 ${LAUNCH_ENV:-} \
-        bash "$REPO/launch_a10.sh" --dry-run 2>/dev/null | python3 -c '
+        bash "$REPO/launch_a10.sh" --dry-run ${LAUNCH_ARGS:+-- $LAUNCH_ARGS} 2>/dev/null | python3 -c '
 import shlex, sys
 words = shlex.split(sys.stdin.read().strip().splitlines()[-1])
 keep = ("--max_total_token_num", "--max_req_total_len", "--batch_max_tokens", "--graph_max_batch_size",
