@@ -7,7 +7,6 @@ from __future__ import annotations
 import ast
 import importlib.util
 import json
-import os
 import py_compile
 import shutil
 import subprocess
