@@ -125,7 +125,7 @@ phase_setup() {
         nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
         python3 -c 'import sys, torch, triton, transformers; print("python", sys.version.split()[0], "torch", torch.__version__, "triton", triton.__version__, "transformers", transformers.__version__)'
         nproc
-        cat "$REPO/.up/INFO" 2>/dev/null
+        cat "$REPO/.up/INFO" 2>/dev/null || true
     } > "$WORK/env.txt" 2>&1
 }
 

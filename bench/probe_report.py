@@ -82,7 +82,8 @@ def summarize(events: list[dict]) -> dict:
         t2w = [e for e in evs if e["ev"] == "t2w"]
         llm = [e for e in evs if e["ev"] == "llm"]
         s: dict = {"decode_init": [e for e in evs if e["ev"] == "decode_init"],
-                   "llm_init": [e for e in evs if e["ev"] == "llm_init"]}
+                   "llm_init": [e for e in evs if e["ev"] == "llm_init"],
+                   "probe_missing": sorted({m for e in evs if e["ev"] == "probe_missing" for m in e["missing"]})}
         hist: dict[str, dict[str, int]] = {}
         for e in t2w:
             kind = "stream" if e.get("stream") else "nonstream"
@@ -145,6 +146,10 @@ def markdown(summary: dict, base: str | None = None, new: str | None = None) -> 
                      f"| {s['token2wav_nonstream']['s_per_audio_s']} | {li.get('data_type')} "
                      f"| {li.get('layer_dtypes')} | {li.get('kv_dtype')} |")
     text = "\n".join(lines) + "\n"
+    missing = [f"{tag}: {', '.join(s['probe_missing'])}" for tag, s in summary.items() if s["probe_missing"]]
+    if missing:
+        text = ("**PROBE INCOMPLETE**: hooked classes or methods missing in the server (their events are absent, "
+                "not zero): " + "; ".join(missing) + "\n\n" + text)
     if base and new and base in summary and new in summary:
         rows = compare_llm(summary, base, new)
         text += (f"\nLLM decode step, median ms ({new} / {base}); isolated = no token2wav call of the same server "
@@ -277,6 +282,10 @@ def main(argv=None) -> int:
         print(f"probe_report: no probe-*.jsonl in {args.probe_dir}", file=sys.stderr)
         return 1
     summary = summarize(read_events(paths))
+    for tag, s in summary.items():
+        if s["probe_missing"]:
+            print(f"probe_report: WARNING: server {tag!r}: the probe found no {', '.join(s['probe_missing'])}; "
+                  "what it would have recorded is missing from this report", file=sys.stderr)
     if args.json:
         result = {"summary": summary}
         if args.base and args.new and args.base in summary and args.new in summary:

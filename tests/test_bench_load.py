@@ -212,7 +212,16 @@ def test_interleaved_run_summary_table_and_compare(fakes):
     c = cells[("slow", "stream", 2)]
     assert c["requests"] == 4 and c["ok"] == 4 and c["failed"] == 0
     assert c["audio_s_by_text"] == {"0": [2.0], "1": [3.0]}
-    assert c["rps"] > 0 and c["ttfa_p50"] <= c["ttfa_p90"] and c["rtf_p50"] <= c["rtf_p90"]
+    assert c["ttfa_p50"] <= c["ttfa_p90"] and c["rtf_p50"] <= c["rtf_p90"]
+    # A batch's wall time holds each worker's requests back to back, so throughput can never beat
+    # ok requests / the slowest worker's summed latency, batch by batch.
+    busiest = {}
+    for r in res["records"]:
+        if (r["server"], r["mode"], r["concurrency"]) == ("slow", "stream", 2):
+            key = (r["batch"], r["worker"])
+            busiest[key] = busiest.get(key, 0.0) + r["latency_s"]
+    floor_s = sum(max(v for (b, _), v in busiest.items() if b == batch) for batch in {b for b, _ in busiest})
+    assert 0 < c["rps"] <= 4 / floor_s
     table = tts_load.markdown_table(res["summary"])
     assert table.count("\n") == 2 + 8 and "| stream | 2 | slow | 4/4 |" in table
     rows = tts_load.compare(res, res, "slow", "fast")
@@ -221,7 +230,25 @@ def test_interleaved_run_summary_table_and_compare(fakes):
     assert nonstream1["audio_s_mean"] == pytest.approx(1.0)
     md = tts_load.compare_markdown(rows)
     assert "ratios fast / slow" in md and "| nonstream | 1 |" in md
-    json.dumps(res)  # JSON-ready
+    assert json.loads(json.dumps(res, allow_nan=False)) == res  # JSON-ready: nothing lost or changed on the way
+
+
+def test_throughput_counts_only_batches_where_every_request_completed():
+    def record(batch, ok, latency):
+        return {"server": "a", "mode": "stream", "concurrency": 2, "batch": batch, "ok": ok, "ttfa_s": 0.1,
+                "latency_s": latency, "rtf": latency / 2.0, "audio_s": 2.0 if ok else None, "text_index": 0,
+                "error": None if ok else "HTTP 500"}
+
+    result = {"config": {"servers": {"a": "http://a"}},
+              "batches": [{"server": "a", "mode": "stream", "concurrency": 2, "requests": 2, "ok": 2, "wall_s": 1.0},
+                          {"server": "a", "mode": "stream", "concurrency": 2, "requests": 2, "ok": 2, "wall_s": 3.0},
+                          {"server": "a", "mode": "stream", "concurrency": 2, "requests": 2, "ok": 1, "wall_s": 0.1}],
+              "records": [record(0, True, 0.9), record(0, True, 1.0), record(1, True, 2.0), record(1, True, 3.0),
+                          record(2, True, 0.1), record(2, False, 0.1)]}
+    (cell,) = tts_load.summarize(result)
+    assert cell["rps"] == 4 / 4.0  # 4 requests in 1 s + 3 s; the batch with a failure is left out
+    assert (cell["batches"], cell["failed_batches"], cell["requests"], cell["ok"], cell["failed"]) == (3, 1, 6, 5, 1)
+    assert cell["errors"] == ["HTTP 500"] and cell["latency_p50"] == 1.0
 
 
 def test_compare_flags_different_audio_lengths_and_picks_servers(fakes):

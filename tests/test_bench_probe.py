@@ -1,4 +1,5 @@
-"""The benchmark-only start-up hook (bench/stubs) and the probe report, on fake modules (no torch, no upstream).
+"""The benchmark-only start-up hook (bench/stubs) and the probe report, on fake modules (no torch, no upstream);
+and, with LIGHTTTS_UPSTREAM / LIGHTTTS_UPSTREAM_V110, that every class the probe hooks exists at each pin.
 
 The fakes mimic the names the probe hooks: cosyvoice.cli.model.CosyVoice2Model (token2wav, flow.decoder.
 estimator), light_tts.models.cosyvoice2.model.CosyVoice2TpPartModel and the LLM backend's
@@ -8,6 +9,7 @@ the servers get it on the GPU machine.
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import subprocess
@@ -22,6 +24,7 @@ STUBS = REPO / "bench" / "stubs"
 sys.path.insert(0, str(REPO))
 
 from bench import probe_report  # noqa: E402
+from conftest import UPSTREAM_VARIABLES, upstream_checkout  # noqa: E402
 
 FAKE_COSYVOICE_MODEL = '''
 class Estimator:
@@ -223,9 +226,34 @@ def test_post_import_hook_runs_after_the_module_and_survives_a_failing_callback(
     assert "callback for target_mod failed" in p.stderr and "ZeroDivisionError" in p.stderr
 
 
+def test_torchaudio_shim_reads_wav_channels_first_through_soundfile(tmp_path):
+    """The shim's own work, with a stand-in torch whose from_numpy hands the array back (CI has no torch)."""
+    pytest.importorskip("soundfile", reason="soundfile is in the `bench` extra (pip install -e '.[bench]')")
+    code = '''
+        import io, types, sys
+        import numpy as np
+        sys.path.insert(0, %r)
+        sys.modules["torch"] = types.SimpleNamespace(from_numpy=lambda array: ("tensor", array))
+        from bench.tts_load import make_prompt_wav
+        import lighttts_bench_hooks as h
+        ta = types.ModuleType("torchaudio")
+        h.replace_torchaudio_load(ta)
+        (kind, wav), rate = ta.load(io.BytesIO(make_prompt_wav(1.0)), backend="soundfile")
+        assert kind == "tensor" and rate == 16000 and wav.shape == (1, 16000) and wav.dtype == np.float32
+        assert wav.flags["C_CONTIGUOUS"] and 0 < float(np.abs(wav).max()) <= 1.0
+        (_, part), _ = ta.load(io.BytesIO(make_prompt_wav(1.0)), frame_offset=100, num_frames=50)
+        assert part.shape == (1, 50) and np.array_equal(part, wav[:, 100:150])
+        (_, frames_first), _ = ta.load(io.BytesIO(make_prompt_wav(1.0)), channels_first=False)
+        assert frames_first.shape == (16000, 1)
+        print("ok")
+    ''' % str(REPO)
+    p = run_py(code, tmp_path, {})
+    assert p.returncode == 0 and "ok" in p.stdout, p.stderr
+
+
 def test_torchaudio_shim_reads_wav_like_torchaudio(tmp_path):
-    pytest.importorskip("soundfile", reason="soundfile is only on the GPU machine (carried wheel)")
-    pytest.importorskip("torch", reason="torch is only on the GPU machine")
+    pytest.importorskip("soundfile", reason="soundfile is in the `bench` extra (pip install -e '.[bench]')")
+    pytest.importorskip("torch", reason="torch is not installed (the GPU machine has it)")
     code = '''
         import io, types, sys
         sys.path.insert(0, %r)
@@ -324,3 +352,72 @@ def test_memory_report_per_server_process_and_soak_growth(tmp_path):
     assert soak["gpu_mib_per_min"] == pytest.approx(66.0) and soak["host_mib_per_min"] == pytest.approx(360.0)
     md = probe_report.memory_markdown(got)
     assert "| p | llm 101 | 5002.0 | 5009.0 |" in md and "soak p: 40 s, 5 samples" in md
+
+
+def test_probe_says_loudly_when_a_hooked_class_or_method_is_missing(tmp_path):
+    tree = make_fake_tree(tmp_path / "tree")
+    model = tree / "cosyvoice/cli/model.py"
+    model.write_text(model.read_text().replace("class CosyVoice2Model:", "class CosyVoice2ModelRenamed:"))
+    backend = tree / "light_tts/server/tts_llm/model_infer/mode_backend/continues_batch/impl.py"
+    backend.write_text(backend.read_text().replace("def decode(self):", "def decode_step(self):"))
+    probe = tmp_path / "probe"
+    code = '''
+        import cosyvoice.cli.model
+        import light_tts.models.cosyvoice2.model
+        import light_tts.server.tts_llm.model_infer.mode_backend.continues_batch.impl as impl
+        impl.ContinuesBatchBackend().prefill(["r1"])  # the class is found, only decode is missing
+        import lighttts_bench_probe
+        lighttts_bench_probe.flush()
+        print("imported")
+    '''
+    p = run_py(code, tree, {"LIGHTTTS_BENCH_PROBE_DIR": str(probe), "LIGHTTTS_BENCH_TAG": "renamed"})
+    assert p.returncode == 0 and "imported" in p.stdout, p.stderr
+    assert "[bench probe] MISSING in cosyvoice.cli.model: CosyVoice2Model (upstream changed?)" in p.stderr
+    assert ("[bench probe] MISSING in light_tts.server.tts_llm.model_infer.mode_backend.continues_batch.impl: "
+            "ContinuesBatchBackend.decode") in p.stderr
+    assert "CosyVoice2TpPartModel" not in p.stderr  # found, so not reported
+    events = probe_report.read_events(map(str, probe.glob("probe-*.jsonl")))
+    assert sorted(m for e in events if e["ev"] == "probe_missing" for m in e["missing"]) == [
+        "ContinuesBatchBackend.decode", "CosyVoice2Model"]
+    report = subprocess.run([sys.executable, str(REPO / "bench" / "probe_report.py"), str(probe)],
+                            capture_output=True, text=True, timeout=30)
+    assert report.returncode == 0, report.stderr
+    assert report.stdout.startswith("**PROBE INCOMPLETE**") and "renamed: ContinuesBatchBackend.decode, " \
+        "CosyVoice2Model" in report.stdout
+    assert "WARNING: server 'renamed': the probe found no ContinuesBatchBackend.decode, CosyVoice2Model" in report.stderr
+
+
+def probe_targets() -> tuple[dict, str, tuple]:
+    """The probe's own list of what it hooks (imported from bench/stubs, then taken off sys.path)."""
+    sys.path.insert(0, str(STUBS))
+    try:
+        import lighttts_bench_probe as probe
+    finally:
+        sys.path.remove(str(STUBS))
+    return probe.HOOKED, probe.INFER_BATCH_MOD, probe.INFER_CONTEXT
+
+
+def module_source(checkout: Path, module: str) -> Path:
+    """Where `module` comes from with the PYTHONPATH launch_a10.sh gives the server (checkout, then cosyvoice)."""
+    for root in (checkout, checkout / "cosyvoice"):
+        for candidate in (root / (module.replace(".", "/") + ".py"), root / module.replace(".", "/") / "__init__.py"):
+            if candidate.is_file():
+                return candidate
+    pytest.fail(f"{module} is not in {checkout} (nor its cosyvoice folder): the probe can never hook it")
+
+
+@pytest.mark.parametrize("variable", sorted(UPSTREAM_VARIABLES))
+def test_every_class_the_probe_hooks_exists_in_the_real_upstream(variable):
+    checkout = upstream_checkout(variable)
+    hooked, infer_batch_module, (context_name, ids_name) = probe_targets()
+    assert len(hooked) == 3  # decode model, LLM model, LLM backend: all the probe's wrappers
+    for module, (class_name, methods) in hooked.items():
+        tree = ast.parse(module_source(checkout, module).read_text())
+        classes = {node.name: node for node in tree.body if isinstance(node, ast.ClassDef)}
+        assert class_name in classes, f"{module} has no class {class_name} at {UPSTREAM_VARIABLES[variable]}"
+        defined = {item.name for item in classes[class_name].body if isinstance(item, ast.FunctionDef)}
+        assert set(methods) <= defined, f"{module}.{class_name} lacks {set(methods) - defined}"
+    tree = ast.parse(module_source(checkout, infer_batch_module).read_text())
+    assert context_name in {t.id for node in tree.body if isinstance(node, ast.Assign) for t in node.targets
+                            if isinstance(t, ast.Name)}
+    assert ids_name in {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
