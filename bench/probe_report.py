@@ -6,6 +6,9 @@
 Per server tag it reports:
 - decode process: flow_steps attribute, flow dtype, estimator calls per token2wav call (a histogram per
   call kind), token2wav seconds per audio second (non-streaming calls, i.e. whole utterances);
+- per requested flow_steps (per-request steps, issue 10; "default" = the server's --flow_steps): requests,
+  token2wav calls, estimator calls per call, how many requests ran exactly their step count on every
+  call, and token2wav seconds per audio second, non-streaming and streaming;
 - LLM process: data_type, weight and KV-cache dtypes, and LLM step times per batch size: all steps, and
   "isolated" steps that overlap no token2wav call of the same server (so the decode process was not
   competing for the GPU or the host at that moment);
@@ -74,6 +77,42 @@ def _ms(v):
     return None if v is None else round(v * 1000, 3)
 
 
+def by_requested_steps(t2w: list[dict]) -> dict[str, dict]:
+    """token2wav calls grouped by the flow_steps their request asked for (probe field steps_req; None or 0:
+    the server's, key "default"). A request is exact when every one of its calls made as many estimator
+    calls as its effective step count (its own, else the flow's flow_steps)."""
+    groups: dict[str, dict] = {}
+    for e in t2w:
+        if "steps_req" not in e:
+            continue  # a probe from before per-request steps
+        requested = e["steps_req"] or None
+        g = groups.setdefault("default" if requested is None else str(requested),
+                              {"effective": set(), "calls": 0, "est": {}, "requests": {},
+                               "nonstream": [0.0, 0], "stream": [0.0, 0]})
+        effective = requested or e.get("fs")
+        g["effective"].add(effective)
+        g["calls"] += 1
+        g["est"][str(e["est"])] = g["est"].get(str(e["est"]), 0) + 1
+        req = str(e.get("req"))
+        g["requests"][req] = g["requests"].get(req, True) and e["est"] == effective
+        if e.get("samples"):
+            acc = g["stream" if e.get("stream") else "nonstream"]
+            acc[0] += e["dur"]
+            acc[1] += e["samples"][-1]
+    out = {}
+    for key in sorted(groups, key=lambda k: (k == "default", int(k) if k.isdigit() else 0)):
+        g = groups[key]
+        exact = [r for r, ok in g["requests"].items() if ok]
+        out[key] = {"effective_steps": sorted(g["effective"], key=str), "calls": g["calls"],
+                    "requests": len(g["requests"]), "estimator_calls_per_call": g["est"],
+                    "requests_exact": len(exact),
+                    "requests_not_exact": sorted(r for r, ok in g["requests"].items() if not ok)[:10]}
+        for kind in ("nonstream", "stream"):
+            dur, samples = g[kind]
+            out[key][f"s_per_audio_s_{kind}"] = round(dur / (samples / SAMPLE_RATE), 5) if samples else None
+    return out
+
+
 def summarize(events: list[dict]) -> dict:
     tags = sorted({e.get("tag", "") for e in events})
     out = {}
@@ -92,6 +131,7 @@ def summarize(events: list[dict]) -> dict:
             h[str(e["est"])] = h.get(str(e["est"]), 0) + 1
         s["estimator_calls_per_token2wav"] = hist
         s["flow_steps_attr"] = sorted({str(e.get("fs")) for e in t2w})
+        s["by_requested_steps"] = by_requested_steps(t2w)
         s["flow_dtype"] = sorted({str(e.get("flow_dtype")) for e in t2w})
         whole = [e for e in t2w if not e.get("stream") and e.get("samples")]
         audio = sum(e["samples"][-1] for e in whole) / SAMPLE_RATE
@@ -146,6 +186,18 @@ def markdown(summary: dict, base: str | None = None, new: str | None = None) -> 
                      f"| {s['token2wav_nonstream']['s_per_audio_s']} | {li.get('data_type')} "
                      f"| {li.get('layer_dtypes')} | {li.get('kv_dtype')} |")
     text = "\n".join(lines) + "\n"
+    steps_rows = [(tag, key, g) for tag, s in summary.items() for key, g in s.get("by_requested_steps", {}).items()]
+    if steps_rows:
+        text += ("\nPer requested flow_steps (default: the server's --flow_steps); exact = requests whose every "
+                 "token2wav call made exactly that many estimator calls\n\n| server | requested | effective "
+                 "| requests | exact | token2wav calls | estimator calls per call | token2wav s per audio s "
+                 "(non-stream) | (stream) |\n" + "|" + "---|" * 9 + "\n")
+        for tag, key, g in steps_rows:
+            hist = ", ".join(f"{n}x{c}" for n, c in sorted(g["estimator_calls_per_call"].items(),
+                                                            key=lambda kv: int(kv[0])))
+            text += (f"| {tag} | {key} | {', '.join(map(str, g['effective_steps']))} | {g['requests']} "
+                     f"| {g['requests_exact']} | {g['calls']} | {hist} | {g['s_per_audio_s_nonstream']} "
+                     f"| {g['s_per_audio_s_stream']} |\n")
     missing = [f"{tag}: {', '.join(s['probe_missing'])}" for tag, s in summary.items() if s["probe_missing"]]
     if missing:
         text = ("**PROBE INCOMPLETE**: hooked classes or methods missing in the server (their events are absent, "

@@ -421,3 +421,103 @@ def test_every_class_the_probe_hooks_exists_in_the_real_upstream(variable):
     assert context_name in {t.id for node in tree.body if isinstance(node, ast.Assign) for t in node.targets
                             if isinstance(t, ast.Name)}
     assert ids_name in {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
+
+
+FAKE_PER_REQUEST_MODEL = '''
+import os
+
+class Estimator:
+    def forward(self, x):
+        return x
+    def __call__(self, x):
+        return self.forward(x)
+
+class Decoder:
+    def __init__(self):
+        self.estimator = Estimator()
+
+class Flow:
+    def __init__(self, steps):
+        self.decoder = Decoder()
+        self.flow_steps = steps
+    def inference(self, flow_steps=None):  # the patched flow: a request's own steps, else the server's
+        if os.environ.get("FAKE_IGNORES_REQUEST_STEPS"):
+            flow_steps = None
+        for _ in range(flow_steps or self.flow_steps):
+            self.decoder.estimator(1)
+
+class Out:
+    def __init__(self, n):
+        self.shape = (1, n)
+
+class CosyVoice2Model:
+    def __init__(self, llm, flow, hift, fp16=False, flow_steps=10):
+        self.fp16 = fp16
+        self.flow = Flow(flow_steps)
+    def token2wav(self, token, prompt_token, prompt_feat, embedding, token_offset, uuid, stream=False,
+                  finalize=False, speed=1.0, flow_steps=None):
+        self.flow.inference(flow_steps=flow_steps)
+        return Out(960 * (len(token) - token_offset))
+'''
+
+PER_REQUEST_SCENARIO = '''
+    from cosyvoice.cli.model import CosyVoice2Model
+    import lighttts_bench_probe
+
+    m = CosyVoice2Model(None, None, None, fp16=True, flow_steps=5)
+    # as model_rpc calls it: request id as uuid, the request's flow_steps (0: none asked) on every chunk
+    m.token2wav([1] * 100, [0] * 75, None, None, 0, 11, stream=False, finalize=True, speed=1.0, flow_steps=3)
+    for offset, final in ((0, False), (28, False), (53, True)):
+        m.token2wav([1] * (offset + 31), [0] * 75, None, None, offset, 12, stream=True, finalize=final,
+                    speed=1.0, flow_steps=10)
+    m.token2wav([1] * 100, [0] * 75, None, None, 0, 13, stream=False, finalize=True, speed=1.0, flow_steps=0)
+    m.token2wav([1] * 50, [0] * 75, None, None, 0, 14, stream=True, finalize=True, speed=1.0, flow_steps=3)
+    m.token2wav([1] * 200, [0] * 75, None, None, 0, 15, stream=False, finalize=True, speed=1.0, flow_steps=10)
+    lighttts_bench_probe.flush()
+    print("scenario ok")
+'''
+
+
+def per_request_run(tmp_path, tag: str, env: dict) -> dict:
+    tree = make_fake_tree(tmp_path / f"tree-{tag}")
+    (tree / "cosyvoice/cli/model.py").write_text(FAKE_PER_REQUEST_MODEL)
+    probe = tmp_path / "probe"
+    p = run_py(PER_REQUEST_SCENARIO, tree, {"LIGHTTTS_BENCH_PROBE_DIR": str(probe), "LIGHTTTS_BENCH_TAG": tag, **env})
+    assert p.returncode == 0 and "scenario ok" in p.stdout, p.stderr
+    events = probe_report.read_events(map(str, sorted(probe.glob(f"probe-{tag}-*.jsonl"))))
+    return {"events": events, "summary": probe_report.summarize(events)}
+
+
+def test_probe_records_request_and_requested_steps_and_report_groups_by_them(tmp_path):
+    run = per_request_run(tmp_path, "patched", {})
+    t2w = [e for e in run["events"] if e["ev"] == "t2w"]
+    assert [(e["req"], e["steps_req"], e["est"], e["fs"]) for e in t2w] == [
+        (11, 3, 3, 5), (12, 10, 10, 5), (12, 10, 10, 5), (12, 10, 10, 5), (13, 0, 5, 5), (14, 3, 3, 5), (15, 10, 10, 5)]
+    by = run["summary"]["patched"]["by_requested_steps"]
+    assert list(by) == ["3", "10", "default"]
+    assert by["3"] == {"effective_steps": [3], "calls": 2, "requests": 2, "estimator_calls_per_call": {"3": 2},
+                       "requests_exact": 2, "requests_not_exact": [],
+                       "s_per_audio_s_nonstream": by["3"]["s_per_audio_s_nonstream"],
+                       "s_per_audio_s_stream": by["3"]["s_per_audio_s_stream"]}
+    assert by["10"]["calls"] == 4 and by["10"]["requests"] == 2 and by["10"]["requests_exact"] == 2
+    assert by["default"]["effective_steps"] == [5] and by["default"]["estimator_calls_per_call"] == {"5": 1}
+    assert by["3"]["s_per_audio_s_nonstream"] is not None and by["10"]["s_per_audio_s_stream"] is not None
+    assert by["default"]["s_per_audio_s_stream"] is None
+    md = probe_report.markdown(run["summary"])
+    assert "| patched | 3 | 3 | 2 | 2 | 2 | 3x2 |" in md and "| patched | default | 5 | 1 | 1 | 1 | 5x1 |" in md
+
+
+def test_report_flags_requests_whose_calls_ignore_their_steps(tmp_path):
+    """A server that takes the field but decodes with its own steps: no request of 3 or 10 steps is exact."""
+    by = per_request_run(tmp_path, "ignoring", {"FAKE_IGNORES_REQUEST_STEPS": "1"})["summary"]["ignoring"][
+        "by_requested_steps"]
+    assert by["3"]["requests_exact"] == 0 and by["3"]["requests_not_exact"] == ["11", "14"]
+    assert by["3"]["estimator_calls_per_call"] == {"5": 2} and by["10"]["requests_exact"] == 0
+    assert by["default"]["requests_exact"] == 1
+
+
+def test_report_leaves_out_the_breakdown_for_probes_without_request_steps():
+    events = [{"ev": "t2w", "tag": "old", "t": 1.0, "dur": 0.5, "est": 10, "stream": False, "finalize": True,
+               "samples": [1, 24000], "fs": None}]
+    s = probe_report.summarize(events)
+    assert s["old"]["by_requested_steps"] == {} and "Per requested flow_steps" not in probe_report.markdown(s)

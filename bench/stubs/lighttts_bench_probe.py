@@ -9,7 +9,9 @@ Each process appends JSON lines to DIR/probe-<tag>-<pid>.jsonl, tag = $LIGHTTTS_
 - t2w           one token2wav call: start time, seconds (device synchronized at the end, as the caller's
                 .cpu() would), estimator forward calls during the call (= Euler steps; CFG is batch 2
                 inside one call), tokens, prompt tokens, token offset, stream, finalize, samples out,
-                flow parameter dtype, flow.flow_steps
+                flow parameter dtype, flow.flow_steps (fs), the request id (req: token2wav's uuid, which
+                LightTTS sets to the request id) and the flow_steps keyword the call got (steps_req: the
+                request's own value on a server with per-request steps; absent or 0 means the server's)
 - llm_init      CosyVoice2TpPartModel.__init__ (LLM process): data_type, dtypes of every tensor in the
                 transformer layers and pre/post weights, KV-cache buffer dtype and shape, device name
 - llm           one LLM backend step (ContinuesBatchBackend.prefill / decode, which end with a .cpu()):
@@ -172,7 +174,8 @@ def patch_cosyvoice_model(mod) -> None:
         finalize = kwargs.get("finalize", args[1] if len(args) > 1 else False)
         emit("t2w", t=t_start, dur=dur, est=_state["est_calls"], tokens=_shape(token), prompt=_shape(prompt_token),
              offset=int(token_offset), stream=bool(stream), finalize=bool(finalize), samples=_shape(out),
-             flow_dtype=_param_dtype(flow), fs=getattr(flow, "flow_steps", None))
+             flow_dtype=_param_dtype(flow), fs=getattr(flow, "flow_steps", None), req=uuid,
+             steps_req=kwargs.get("flow_steps"))
         return out
 
     cls.__init__ = __init__
