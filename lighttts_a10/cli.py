@@ -53,8 +53,11 @@ def interrupted_run(checkout: Checkout) -> dict | None:
 
 
 def describe(selected: Selected | None) -> dict:
+    """The checkout as it is now on disk (after whatever the command did or undid)."""
     if selected is None:
         return {}
+    selected.checkout.assumed = {}  # --check may have looked at the files as an undo would leave them
+    selected.statuses = [selected.checkout.status(s.target) for s in selected.statuses]
     pending = interrupted_run(selected.checkout)
     return {**({"interrupted_run": pending} if pending else {}),
         "set": selected.series.name,
@@ -139,7 +142,6 @@ def run(command: str, path: str | None, set_name: str | None, as_json: bool, sho
         selected = select(Path(path), set_name)
         with journal.exclusive(selected.checkout, required=writes) as locked:
             outcome, summary, code = action(selected)
-            selected.statuses = [selected.checkout.status(s.target) for s in selected.statuses]
         if not locked:
             outcome.warnings.append(f"could not take the lock in {selected.checkout.state_dir} (not writable): "
                                     "this report does not wait for a run that may be writing")

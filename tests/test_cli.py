@@ -355,3 +355,15 @@ def test_an_unforeseen_error_is_a_refusal_not_a_traceback(checkout, monkeypatch,
     report = json.loads(capsys.readouterr().out)
     assert report["result"] == "error" and report["message"].startswith("unexpected OSError")
     assert "Input/output error" in report["message"] and report["set"] == "fakepin"
+
+
+def test_a_refusal_after_an_undo_lists_the_files_as_they_are_now(checkout, monkeypatch):
+    kill_apply_halfway(checkout, monkeypatch)  # flow.py written by the killed run
+    cli_py = checkout / "light_tts/server/api_cli.py"
+    cli_py.write_bytes(cli_py.read_bytes() + b"# mine\n")
+    report = json.loads(run_tool("apply_patches.py", "--json", str(checkout)).stdout)
+    assert report["result"] == "error" and "had planned to write light_tts/server/api_cli.py" in report["message"]
+    assert {f["path"]: f["state"] for f in report["files"]} == {  # flow.py was put back: pristine, not ours
+        "cosyvoice/cosyvoice/flow/flow.py": "pristine", "light_tts/server/api_cli.py": "foreign",
+        "light_tts/server/manager.py": "pristine"}
+    assert "interrupted_run" not in report
