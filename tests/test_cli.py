@@ -367,3 +367,17 @@ def test_a_refusal_after_an_undo_lists_the_files_as_they_are_now(checkout, monke
         "cosyvoice/cosyvoice/flow/flow.py": "pristine", "light_tts/server/api_cli.py": "foreign",
         "light_tts/server/manager.py": "pristine"}
     assert "interrupted_run" not in report
+
+
+def test_ctrl_c_while_writing_puts_back_what_was_written_and_exits_130(checkout, monkeypatch, capsys):
+    before = snapshot(checkout)
+
+    def ctrl_c_after_the_first_file(step):
+        if step.startswith("create") and "api_cli.py" in step:  # flow.py is written by then
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(journal, "fault_point", ctrl_c_after_the_first_file)
+    assert cli.apply_main(["--json", str(checkout)]) == 130
+    report = json.loads(capsys.readouterr().out)
+    assert report["message"] == "interrupted (Ctrl-C)" and "nothing was changed" in report["hint"]
+    assert snapshot(checkout) == before and "interrupted_run" not in report
