@@ -173,11 +173,22 @@ def test_sync_free_flow_is_bit_identical_to_upstream_and_graphs_match_it(trees, 
 
 
 def test_capture_on_a_cpu_model_fails_cleanly_and_the_flow_stays_eager(trees, tmp_path):
+    import torch
+
     _, _, patched = trees
     results = run_worker(patched, "capture", tmp_path / "capture.pt")
     assert "CUDA" in results["cpu_error"] and results["graphs_after_cpu_error"] == 0
     assert "CausalConditionalDecoder" in results["type_error"] and results["graphs_after_type_error"] == 0
     assert results["eager_after_failure"] is True
+    # capture_buckets with stand-ins for the CUDA calls: largest bucket first, both modes, one pool
+    assert results["capture_order"] == [150, 150, 100, 100, 50, 50]
+    assert results["capture_keys"] == sorted((f, s, torch.float32) for f in (50, 100, 150) for s in (True, False))
+    # 6 warm-ups, 6 captured calls, then the check: 2 eager calls and 2 replays
+    assert results["capture_calls"] == {"estimator calls": 6 + 6 + 2 + 2, "captured": 6}
+    assert results["buffers_zero"] is True  # the check's random inputs are not left in the 50-frame buffers
+    eager = results["captured_eager"]
+    assert (results["captured_graphed"] - eager).abs().max().item() <= 1e-5 * eager.abs().max().item()
+    assert results["captured_replays"] == 3
 
 
 # --------------------------------------------------------------------------- the subprocess side
@@ -390,4 +401,65 @@ def capture_task() -> dict:
     results["graphs_after_type_error"] = len(other.graphs)
     mel, _ = cfm(torch.randn(1, 80, 60), torch.ones(1, 1, 60), 2, spks=torch.randn(1, 80), cond=torch.zeros(1, 80, 60))
     results["eager_after_failure"] = bool(mel.shape == (1, 80, 60) and cfm.graph_replays == 0)
+    results.update(recorded_capture(cfm))
     return results
+
+
+class RecordingGraph:
+    """Stands in for torch.cuda.CUDAGraph in capture_buckets: remembers the estimator call made inside
+    `with torch.cuda.graph(...)` and replays it into the same output tensor."""
+
+    def __init__(self):
+        self.call = None
+
+    def replay(self):
+        module, args, kwargs, output = self.call
+        output.copy_(module(*args, **kwargs))
+
+
+def recorded_capture(cfm) -> dict:
+    """capture_buckets itself (bucket order, buffers, warm-up, the eager self-check) on the CPU, with the
+    CUDA calls it makes replaced by stand-ins; then the solver on what it built."""
+    import contextlib
+
+    import torch
+
+    calls = {"estimator calls": 0, "captured": 0}
+    order = []
+
+    @contextlib.contextmanager
+    def graph_context(graph, pool=None):
+        def record(module, args, kwargs, output):
+            graph.call = (module, args, kwargs, output)
+            calls["captured"] += 1
+        handle = cfm.estimator.register_forward_hook(record, with_kwargs=True)
+        try:
+            yield
+        finally:
+            handle.remove()
+        order.append(graph.call[1][0].shape[-1])
+
+    counting = cfm.estimator.register_forward_pre_hook(lambda module, args: calls.__setitem__("estimator calls", calls["estimator calls"] + 1))
+    saved = {name: getattr(torch.cuda, name) for name in ("CUDAGraph", "graph", "synchronize")}
+    torch.cuda.CUDAGraph, torch.cuda.graph, torch.cuda.synchronize = RecordingGraph, graph_context, lambda *a, **k: None
+    graphs = {}
+    try:
+        with torch.inference_mode():
+            cfm.capture_buckets(graphs, None, 170, torch.float32, torch.device("cpu"))
+    finally:
+        for name, value in saved.items():
+            setattr(torch.cuda, name, value)
+        counting.remove()
+    buffers_zero = all(bool((b == 0).all()) for (frames, _, _), (_, inputs, _) in graphs.items() if frames == 50
+                       for b in inputs)
+    cfm.graphs = graphs
+    generator = torch.Generator().manual_seed(3)
+    mu, spks = torch.randn(1, 80, 130, generator=generator), torch.randn(1, 80, generator=generator)
+    cond = torch.zeros(1, 80, 130)
+    graphed, _ = cfm(mu, torch.ones(1, 1, 130), 3, spks=spks, cond=cond, streaming=True)
+    replays = cfm.graph_replays
+    cfm.graphs = {}
+    eager, _ = cfm(mu, torch.ones(1, 1, 130), 3, spks=spks, cond=cond, streaming=True)
+    return {"capture_keys": sorted(graphs), "capture_order": order, "capture_calls": calls,
+            "buffers_zero": buffers_zero,
+            "captured_graphed": graphed, "captured_eager": eager, "captured_replays": replays}
