@@ -20,7 +20,7 @@ Axes:
   stage). bf16 is flow.to(bfloat16) under a bf16 autocast, for comparison only. HiFT stays fp32 in both.
 - mode: nonstream = one call with all tokens (stream=False, finalize=True); stream = the chunk schedule
   of decode_req.py (hop 25 + prompt pad, +3 look-ahead, stream=True on every call, the last finalizes).
-- flow: eager = the estimator run by PyTorch call by call; graph = CUDA-graph replays (0005-flow-cuda-graph:
+- flow: eager = the estimator run by PyTorch call by call; graph = CUDA-graph replays (the flow-cuda-graph patch:
   the model is built with flow_cuda_graph=True through model_rpc, so the decode process's own capture and
   fallback run; bf16 gets its own graphs). Both run on the same model and inputs, eager by hiding the
   graphs. Only on a checkout whose CausalConditionalCFM has capture_cuda_graphs. The capture's time and
@@ -220,7 +220,7 @@ def run(checkout: Path, model_dir: Path, steps: list[int], precisions: list[str]
     patched = "flow_steps" in inspect.signature(CosyVoice2Model.__init__).parameters
     graphs_supported = hasattr(CausalConditionalCFM, "capture_cuda_graphs") and hasattr(CosyVoice2Model, "load_cuda_graph")
     if "graph" in flows and not graphs_supported:
-        log("[decode] this checkout has no flow CUDA graphs (0005-flow-cuda-graph): eager only")
+        log("[decode] this checkout has no flow CUDA graphs (flow-cuda-graph patch): eager only")
     flows = tuple(f for f in flows if f == "eager" or graphs_supported)
 
     capture: dict[str, dict] = {}
@@ -474,7 +474,7 @@ def main(argv=None) -> int:
     ap.add_argument("--warmup", type=int, default=2, help="unrecorded utterances per config first")
     ap.add_argument("--stream-warmup", type=int, default=None, help="the same for stream (default: --warmup)")
     ap.add_argument("--seed", type=int, default=1986)
-    ap.add_argument("--flows", default="eager,graph", help="estimator runs: eager, graph (CUDA graphs, 0005) or both")
+    ap.add_argument("--flows", default="eager,graph", help="estimator runs: eager, graph (CUDA graphs, flow-cuda-graph patch) or both")
     ap.add_argument("--graph-max-frames", type=int, default=1500, help="largest CUDA-graph bucket, in mel frames")
     ap.add_argument("--exact-steps", default="5", help="step counts of the graph-vs-eager exactness pass ('' skips it)")
     ap.add_argument("--parts-steps", default="5", help="step counts of the per-part timing pass ('' skips it)")

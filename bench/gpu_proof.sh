@@ -18,8 +18,27 @@
 #   stop     stop both servers (their process groups), then report
 #   decode   decode-stage micro-benchmark (servers must be stopped: it wants the GPU to itself)
 #
-# Inputs (git-ignored, carried to the device): .whl/ (wheels), .up/unpatched and .up/patched (LightTTS
-# 30bc57b copies without .git, the second one after apply_patches.py). See docs/PERFORMANCE.md.
+# Phases for serving the way a user does (issue 9 on): arguments follow the phase name, colon-separated.
+#   budget:GIB           hold all of the GPU's free memory but GIB (../shared/gpu-budget.py, carried in .up/);
+#                        a second budget:GIB holds more, so budget:48 then budget:24 leaves 24 for a while
+#   unbudget             release the most recent holder
+#   launch:NAME:CK:PROFILE:PORT  start checkout CK (u30, p30, p110) through launch_a10.sh --profile PROFILE,
+#                        LOAD_TRT=false, as a user would (extra launcher variables in LAUNCH_ENV="A=1 B=2",
+#                        extra server flags after -- in LAUNCH_ARGS)
+#   direct:NAME:CK:PORT  start CK with python -m light_tts.server.api_server and the sizes launch_a10.sh
+#                        --dry-run prints for p30 (for the unpatched pin: same sizes, --load_trt '')
+#   wait:NAME,...        wait until each server answers /liveness (a server that dies fails the phase)
+#   memwatch:SECONDS     sample GPU memory per process and host RSS per server every SECONDS (mem.csv)
+#   smoke:NAME           zero-shot requests, streaming and not
+#   steps:NAME           per-request flow_steps 3, 5 and 10 interleaved, and invalid values (HTTP 400)
+#   lost:NAME,...        non-streaming concurrency 16, LOST_REQUESTS (320) requests per server, interleaved
+#   soak:NAME            mixed streaming / non-streaming load at concurrency 8 for SOAK_S (480) seconds
+#   stopone:NAME         stop one server
+#
+# Inputs (git-ignored, carried to the device): .whl/ (wheels) and .up/: either repos.tar, make-checkout.sh
+# and gpu-budget.py copied from ../shared (setup then builds real git checkouts u30 = 30bc57b, p30 =
+# 30bc57b patched, p110 = ad1c76e patched, so launch_a10.sh's --status preflight works), or the older
+# .up/unpatched and .up/patched copies. See docs/PERFORMANCE.md.
 # Nothing here downloads anything or edits upstream files.
 #
 # Environment: OUT (results; the device tool sets it), CALL_BUDGET (seconds this call may use, default
@@ -33,8 +52,14 @@ CALL_BUDGET=${CALL_BUDGET:-540}
 WORK=${WORK:-/tmp/lt-bench}
 SITE=${SITE:-/tmp/site}
 OUT=${OUT:-$WORK/out}
-UNPATCHED=${UNPATCHED:-$REPO/.up/unpatched}
-PATCHED=${PATCHED:-$REPO/.up/patched}
+CK=$WORK/ck
+if [ -f "$REPO/.up/repos.tar" ]; then
+    UNPATCHED=${UNPATCHED:-$CK/u30}
+    PATCHED=${PATCHED:-$CK/p30}
+else
+    UNPATCHED=${UNPATCHED:-$REPO/.up/unpatched}
+    PATCHED=${PATCHED:-$REPO/.up/patched}
+fi
 MODEL=$WORK/model
 PROBE=$WORK/probe
 LOGS=$WORK/logs
@@ -60,6 +85,7 @@ P_ARGS=(--load_trt false --flow_steps 5 --data_type bfloat16)
 # tokens (the cap: 20 per text token) = 8.0 s of audio, for both servers alike. A random LLM samples EOS
 # now and then (about 1 request in 40 ends early); RTF divides by each request's own audio length.
 TEXTS=(--text "Hi friend." --text "Good luck.")
+LOAD_TEXTS=("${TEXTS[@]}")
 
 mkdir -p "$WORK" "$OUT" "$PROBE" "$LOGS"
 export PYTHONPATH=$REPO/bench/stubs:$SITE PATH=$SITE/bin:$PATH PYTHONUNBUFFERED=1
@@ -81,6 +107,14 @@ phase_setup() {
         for w in "${unpack[@]}"; do python3 -m zipfile -e "$w" "$SITE" || return 1; done
         touch "$SITE/.installed"
     fi
+    if [ -f "$REPO/.up/repos.tar" ] && [ ! -f "$CK/.built" ]; then
+        say "building checkouts from .up/repos.tar and applying the overlay"
+        rm -rf "$CK" && mkdir -p "$CK"
+        local make="bash $REPO/.up/make-checkout.sh"
+        $make "$CK/u30" 30bc57b && $make "$CK/p30" 30bc57b && $make "$CK/p110" ad1c76e || return 1
+        python3 "$REPO/apply_patches.py" "$CK/p30" && python3 "$REPO/apply_patches.py" "$CK/p110" || return 1
+        touch "$CK/.built"
+    fi
     if [ ! -f "$MODEL/BUILD_INFO.json" ]; then
         say "building the random-weight model dir"
         python3 "$REPO/bench/build_model_dir.py" "$UNPATCHED" "$MODEL" 2>&1 | tee "$LOGS/build_model_dir.log" | grep -v Warning
@@ -91,7 +125,7 @@ phase_setup() {
         nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
         python3 -c 'import sys, torch, triton, transformers; print("python", sys.version.split()[0], "torch", torch.__version__, "triton", triton.__version__, "transformers", transformers.__version__)'
         nproc
-        cat "$REPO/.up/INFO" 2>/dev/null
+        cat "$REPO/.up/INFO" 2>/dev/null || true
     } > "$WORK/env.txt" 2>&1
 }
 
@@ -99,6 +133,7 @@ alive() { [ -f "$WORK/$1.pid" ] && kill -0 "$(cat "$WORK/$1.pid")" 2>/dev/null; 
 
 # Every name a server may have been started under (any BASE), so stop finds them all.
 ALL_SERVERS=(unpatched patched-fp16 patched)
+for f in "$WORK"/*.port; do [ -f "$f" ] && f=${f##*/} && ALL_SERVERS+=("${f%.port}"); done
 
 gpu_apps() { nvidia-smi --query-compute-apps=pid,used_memory --format=csv,noheader; }
 
@@ -207,11 +242,182 @@ phase_decode() {
         2>&1 | grep -v -i warning
 }
 
+# --------------------------------------------------------------------------- serving as a user does
+
+checkout_of() {  # u30 | p30 | p110 -> path
+    case $1 in
+        u30) echo "$CK/u30" ;; p30) echo "$CK/p30" ;; p110) echo "$CK/p110" ;;
+        *) echo "unknown checkout '$1' (u30, p30 or p110)" >&2; return 1 ;;
+    esac
+}
+
+mark() { echo "$(date +%s) $*" >> "$WORK/events.log"; }  # timestamps the memory report lines up with
+
+phase_budget() {  # GIB
+    local gib=${1:?budget needs GIB}; local n=1
+    while [ -f "$WORK/budget-$n.pid" ]; do n=$((n + 1)); done
+    setsid python3 "$REPO/.up/gpu-budget.py" "$gib" --hold 3000 > "$LOGS/budget-$n.log" 2>&1 < /dev/null &
+    echo $! > "$WORK/budget-$n.pid"
+    local t=0
+    until grep -q "left free" "$LOGS/budget-$n.log" 2>/dev/null; do
+        if ! kill -0 "$(cat "$WORK/budget-$n.pid")" 2>/dev/null || [ "$t" -ge 60 ]; then
+            say "budget holder failed:"; cat "$LOGS/budget-$n.log"; rm -f "$WORK/budget-$n.pid"; return 1
+        fi
+        sleep 1; t=$((t + 1))
+    done
+    cat "$LOGS/budget-$n.log"; mark "budget $gib"
+}
+
+phase_unbudget() {
+    local n=1
+    while [ -f "$WORK/budget-$((n + 1)).pid" ]; do n=$((n + 1)); done
+    [ -f "$WORK/budget-$n.pid" ] || { say "no budget holder"; return 0; }
+    kill -- "-$(cat "$WORK/budget-$n.pid")" 2>/dev/null; rm -f "$WORK/budget-$n.pid"
+    sleep 2; mark "unbudget $n"; nvidia-smi --query-gpu=memory.used,memory.free --format=csv,noheader
+}
+
+wait_live() {  # NAME... : each server answers /liveness; a dead one fails at once
+    local t=0 n pending
+    while :; do
+        pending=()
+        for n in "$@"; do
+            live "http://127.0.0.1:$(cat "$WORK/$n.port")" || pending+=("$n")
+        done
+        [ ${#pending[@]} -eq 0 ] && break
+        for n in "${pending[@]}"; do
+            if ! alive "$n"; then say "$n died during start-up; log tail:"; tail -40 "$LOGS/$n.log"; return 1; fi
+        done
+        if [ "$t" -ge "${START_TIMEOUT:-420}" ]; then say "not live after ${t}s: ${pending[*]}"; return 1; fi
+        sleep 3; t=$((t + 3))
+    done
+    for n in "$@"; do mark "live $n"; done
+    say "live: $* (waited ${t}s)"; gpu_apps
+}
+
+phase_wait() { local targets; IFS=, read -ra targets <<< "${1:?wait needs NAME,...}"; wait_live "${targets[@]}"; }
+
+phase_launch() {  # NAME CK PROFILE PORT
+    local name=${1:?} ck profile=${3:?} port=${4:?}
+    ck=$(checkout_of "${2:?}") || return 1
+    say "launching $name: LIGHTTTS_DIR=$ck launch_a10.sh --profile $profile (PORT=$port LOAD_TRT=false ${LAUNCH_ENV:-})"
+    echo "$port" > "$WORK/$name.port"
+    # shellcheck disable=SC2086 # LAUNCH_ENV / LAUNCH_ARGS are lists of words
+    (cd "$REPO" && exec env LIGHTTTS_BENCH_TAG="$name" LIGHTTTS_BENCH_PROBE_DIR="$PROBE" LIGHTTTS_DIR="$ck" MODEL_DIR="$MODEL" LOAD_TRT=false HOST=127.0.0.1 PORT="$port" ${LAUNCH_ENV:-} \
+        setsid bash "$REPO/launch_a10.sh" --profile "$profile" ${LAUNCH_ARGS:+-- $LAUNCH_ARGS} \
+        >> "$LOGS/$name.log" 2>&1 < /dev/null) &
+    echo $! > "$WORK/$name.pid"
+    mark "launch $name pgid $(cat "$WORK/$name.pid")"
+}
+
+phase_direct() {  # NAME CK PORT: the sizes launch_a10.sh would pass, for a server it cannot start
+    local name=${1:?} ck port=${3:?} sizes trt=(--load_trt false)
+    ck=$(checkout_of "${2:?}") || return 1
+    [ "$2" = u30 ] && trt=(--load_trt '')
+    # shellcheck disable=SC2086 # LAUNCH_ENV is a list of VAR=value words
+    sizes=$(cd "$REPO" && env LIGHTTTS_DIR="$CK/p30" MODEL_DIR="$MODEL" LOAD_TRT=false PORT=1 ${LAUNCH_ENV:-} \
+        bash "$REPO/launch_a10.sh" --dry-run ${LAUNCH_ARGS:+-- $LAUNCH_ARGS} 2>/dev/null | python3 -c '
+import shlex, sys
+words = shlex.split(sys.stdin.read().strip().splitlines()[-1])
+keep = ("--max_total_token_num", "--max_req_total_len", "--batch_max_tokens", "--graph_max_batch_size",
+        "--graph_max_len_in_batch", "--running_max_req_size")
+print(" ".join(f"{w} {words[i + 1]}" for i, w in enumerate(words) if w in keep))') || return 1
+    [ -n "$sizes" ] || { say "could not read the launcher's sizes"; return 1; }
+    say "starting $name directly with the launcher's sizes: $sizes ${trt[*]}"
+    echo "$port" > "$WORK/$name.port"
+    # shellcheck disable=SC2086 # $sizes is a list of flags
+    (cd "$ck" && exec env LIGHTTTS_BENCH_TAG="$name" LIGHTTTS_BENCH_PROBE_DIR="$PROBE" \
+        PYTHONPATH="$ck:$ck/cosyvoice:$ck/third_party/Matcha-TTS:$PYTHONPATH" setsid python3 -m light_tts.server.api_server --model_dir "$MODEL" --host 127.0.0.1 --port "$port" \
+        $sizes "${trt[@]}" >> "$LOGS/$name.log" 2>&1 < /dev/null) &
+    echo $! > "$WORK/$name.pid"
+    mark "launch $name pgid $(cat "$WORK/$name.pid")"
+}
+
+phase_memwatch() {  # SECONDS: GPU memory of every compute process, host RSS of every process group
+    local every=${1:-10}
+    [ -f "$WORK/memwatch.pid" ] && kill -0 "$(cat "$WORK/memwatch.pid")" 2>/dev/null && return 0
+    # setsid: the sampler outlives this command while the machine stays warm, like the servers
+    # shellcheck disable=SC2016 # the loop is expanded by the inner bash
+    setsid bash -c 'while :; do
+        ts=$(date +%s)
+        nvidia-smi --query-compute-apps=pid,used_memory --format=csv,noheader,nounits 2>/dev/null |
+            while IFS=", " read -r pid mib; do
+                echo "$ts,gpu,$pid,$(ps -o pgid= -p "$pid" 2>/dev/null | tr -d " "),$mib"
+            done
+        ps -eo pgid=,rss= | awk -v ts="$ts" "{r[\$1] += \$2} END {for (g in r) if (r[g] > 102400) printf \"%s,host,-,%s,%d\\n\", ts, g, r[g] / 1024}"
+        sleep "$0"
+    done >> "$1"' "$every" "$WORK/mem.csv" < /dev/null > /dev/null 2>&1 &
+    echo $! > "$WORK/memwatch.pid"
+}
+
+url_of() { echo "http://127.0.0.1:$(cat "$WORK/$1.port")"; }
+
+servers_args() {  # NAME,... -> --server NAME=URL ...
+    local IFS=, n; for n in $1; do printf -- '--server\n%s=%s\n' "$n" "$(url_of "$n")"; done
+}
+
+load_run() {  # LABEL NAMES CELLS ROUNDS [extra tts_load args...]
+    local label=$1 on=$2 cells=$3 rounds=$4; shift 4
+    local budget=$(( $(left) - 40 ))
+    local srv; mapfile -t srv < <(servers_args "$on")
+    say "load $label on $on: cells $cells, up to $rounds rounds, deadline ${budget}s"
+    mark "load-start $label"
+    python3 "$REPO/bench/tts_load.py" run "${srv[@]}" "${LOAD_TEXTS[@]}" --cells "$cells" --rounds "$rounds" \
+        --warmup 1 --timeout 240 --timeout-nonstream "${NONSTREAM_TIMEOUT:-90}" --deadline "$budget" \
+        --out "$OUT/load_$label.json" --md "$WORK/load_$label.md" "$@"
+    mark "load-end $label"
+}
+
+phase_smoke() { load_run "smoke_$1" "$1" "nonstream:1:2,stream:1:2" 1; }
+
+phase_steps() {  # per-request flow_steps (issue 10): 3, 5, 10 interleaved, both modes; then invalid values
+    load_run "steps_$1" "$1" "nonstream:1:3,stream:1:3" 2 --flow-steps 3,5,10 || return 1
+    python3 "$REPO/bench/tts_load.py" check-invalid --server "$1=$(url_of "$1")" --out "$OUT/invalid_$1.json"
+}
+
+phase_lost() {  # NAMES: lost or failed non-streaming responses at concurrency 16
+    # Short texts (4 text tokens, ~3 s of audio): many requests a second, as many chances for the race
+    # per request as long ones. 30 s is several times the slowest answer seen at c16; a lost response
+    # never comes, so a longer wait only costs time.
+    local per=$(( ${LOST_REQUESTS:-320} / 16 / 2 ))
+    local LOAD_TEXTS=(--text "Yes." --text "Now.") NONSTREAM_TIMEOUT=${NONSTREAM_TIMEOUT:-30}
+    load_run "lost" "$1" "nonstream:16:2" "$per"
+}
+
+phase_soak() {  # NAME
+    local secs=${SOAK_S:-480}
+    say "soak on $1 for ${secs}s"
+    mark "soak-start $1"
+    python3 "$REPO/bench/tts_load.py" run --server "$1=$(url_of "$1")" "${TEXTS[@]}" --cells "mixed:8:2" \
+        --rounds 100000 --warmup 0 --timeout 240 --timeout-nonstream 90 --deadline "$secs" \
+        --out "$OUT/soak_$1.json" --md "$WORK/soak_$1.md"
+    mark "soak-end $1"
+}
+
+phase_stopone() {
+    local n=${1:?}
+    [ -f "$WORK/$n.pid" ] || return 0
+    say "stopping $n"; mark "stop $n"
+    kill -TERM -- "-$(cat "$WORK/$n.pid")" 2>/dev/null; sleep 6
+    kill -KILL -- "-$(cat "$WORK/$n.pid")" 2>/dev/null; rm -f "$WORK/$n.pid"; sleep 2
+}
+
+phase_memreport() {
+    [ -f "$WORK/mem.csv" ] || { say "no mem.csv"; return 0; }
+    cp "$WORK/mem.csv" "$WORK/events.log" "$OUT/" 2>/dev/null
+    python3 "$REPO/bench/probe_report.py" "$PROBE" --mem "$WORK/mem.csv" --events "$WORK/events.log" \
+        --json "$OUT/memory.json" --mem-only
+}
+
 status=0
-for ph in "$@"; do
+for spec in "$@"; do
+    IFS=: read -ra words <<< "$spec"
+    ph=${words[0]}
     if ! declare -F "phase_$ph" >/dev/null; then echo "unknown phase: $ph" >&2; exit 2; fi
-    say "== $ph ($(left)s left in this call)"
-    "phase_$ph" || { status=1; say "phase $ph failed"; [ "$ph" = setup ] || [ "$ph" = start ] && break; }
+    say "== $spec ($(left)s left in this call)"
+    "phase_$ph" "${words[@]:1}" || {
+        status=1; say "phase $spec failed"
+        case $ph in setup | start | launch | direct | wait | budget) break ;; esac
+    }
 done
 say "done, status $status"
 exit $status

@@ -16,6 +16,12 @@ The reply body is raw int16 PCM at 24 kHz. Metrics follow test_zs_stream.py:
   throughput, and counted in failed_batches).
 - p50 / p90 / p99: linear interpolation between closest ranks (numpy.percentile's default).
 
+Per-request flow steps (patched servers, issue 10): `run --flow-steps 3,5,10` sends the form field
+flow_steps with every request, cycling through the list by request slot (the same slot gets the same
+value on every server; `default` sends no field). Each record keeps the value it sent, and
+`summary_by_steps` has TTFA/RTF/latency per (server, mode, concurrency, flow_steps); requests/s stays
+per cell, since the values are interleaved inside each batch.
+
 Side by side: for every round, every (mode, concurrency) cell and every server, one batch runs
 (`concurrency` threads, each sending `per_worker` requests back to back). Servers take turns batch by
 batch, and the first server of a round rotates, so slow drift of the machine hits all servers alike,
@@ -28,6 +34,8 @@ Commands:
            to pick by name) or `compare RUN.json --a unpatched --b patched`
   merge    one result from several runs (same servers, texts and prompt), summary recomputed
   wait     poll GET /liveness until every server answers 200
+  check-invalid  send bad flow_steps values (expect HTTP 400 naming the field) while a good streaming
+           request is in flight, then a good request: the server must answer all of them and keep serving
 """
 
 from __future__ import annotations
@@ -53,6 +61,10 @@ from typing import Iterable, Sequence
 SCHEMA = "lighttts-a10/tts_load/1"
 DEFAULT_TEXTS = ["Hello world, this is a test.", "The quick brown fox jumps."]
 DEFAULT_PROMPT_TEXT = "This is the prompt text."
+MODES = {"stream": True, "nonstream": False, "mixed": None}  # cell mode -> run_batch's stream argument
+
+# Form values a patched server must refuse with HTTP 400 (issue 10): out of range, not an integer, empty.
+DEFAULT_INVALID_FLOW_STEPS = ["0", "51", "x", "2.5", "", "-1"]
 METRICS = ("ttfa_p50", "ttfa_p90", "rtf_p50", "rtf_p90", "latency_p50", "latency_p90", "rps", "audio_s_mean")
 
 
@@ -156,13 +168,17 @@ def parse_per_worker(spec: str | None, concurrencies: Iterable[int], default: in
 # --------------------------------------------------------------------------- one request
 
 def post_zero_shot(server: Server, tts_text: str, prompt_text: str, prompt_wav: bytes, stream: bool,
-                   timeout: float, sample_rate: int = 24000, read_size: int = 4096) -> dict:
-    """One request, timed. Never raises: failures come back with ok=False and an error string."""
-    body, ctype = encode_multipart(
-        {"tts_text": tts_text, "prompt_text": prompt_text, "stream": "true" if stream else "false"},
-        {"prompt_wav": ("sample.wav", prompt_wav, "audio/wav")})
+                   timeout: float, sample_rate: int = 24000, read_size: int = 4096,
+                   flow_steps: int | str | None = None) -> dict:
+    """One request, timed. Never raises: failures come back with ok=False and an error string.
+
+    flow_steps: sent as the form field of that name unless None (any string, for the invalid-value check)."""
+    fields = {"tts_text": tts_text, "prompt_text": prompt_text, "stream": "true" if stream else "false"}
+    if flow_steps is not None:
+        fields["flow_steps"] = str(flow_steps)
+    body, ctype = encode_multipart(fields, {"prompt_wav": ("sample.wav", prompt_wav, "audio/wav")})
     rec = {"ok": False, "status": None, "error": None, "ttfa_s": None, "latency_s": None,
-           "bytes": 0, "chunks": 0, "audio_s": None, "rtf": None}
+           "bytes": 0, "chunks": 0, "audio_s": None, "rtf": None, "flow_steps": flow_steps}
     conn = server.connection(timeout)
     t0 = time.perf_counter()
     rec["t_start"] = time.time()
@@ -207,18 +223,26 @@ def post_zero_shot(server: Server, tts_text: str, prompt_text: str, prompt_wav: 
 # --------------------------------------------------------------------------- batches and runs
 
 def run_batch(server: Server, concurrency: int, per_worker: int, texts: Sequence[str], text_offset: int,
-              prompt_text: str, prompt_wav: bytes, stream: bool, timeout: float,
-              sample_rate: int) -> tuple[list[dict], float]:
-    """`concurrency` threads, each sending `per_worker` requests back to back. Returns records, wall s."""
+              prompt_text: str, prompt_wav: bytes, stream: bool | None, timeout: float,
+              sample_rate: int, flow_steps: Sequence[int | None] = (None,)) -> tuple[list[dict], float]:
+    """`concurrency` threads, each sending `per_worker` requests back to back. Returns records, wall s.
+
+    Request slot text_offset + k gets text k and flow_steps k, each list cycled.
+    stream=None mixes the two: odd-numbered workers stream, even-numbered ones don't."""
     results: list[list[dict]] = [[] for _ in range(concurrency)]
 
     def worker(w: int) -> None:
         for j in range(per_worker):
             k = w * per_worker + j
             idx = (text_offset + k) % len(texts)
-            rec = post_zero_shot(server, texts[idx], prompt_text, prompt_wav, stream, timeout, sample_rate)
+            streams = bool(w % 2) if stream is None else stream
+            steps = flow_steps[(text_offset + k) % len(flow_steps)]
+            rec = post_zero_shot(server, texts[idx], prompt_text, prompt_wav, streams, timeout, sample_rate,
+                                 flow_steps=steps)
             rec["text_index"] = idx
+            rec["slot"] = text_offset + k
             rec["worker"] = w
+            rec["stream"] = streams
             results[w].append(rec)
 
     threads = [threading.Thread(target=worker, args=(w,), daemon=True) for w in range(concurrency)]
@@ -231,16 +255,31 @@ def run_batch(server: Server, concurrency: int, per_worker: int, texts: Sequence
     return [r for rs in results for r in rs], wall
 
 
+def parse_flow_steps(spec: str) -> list[int | None]:
+    """'3,5,10' -> [3, 5, 10]; 'default' (send no flow_steps field) -> None."""
+    out: list[int | None] = []
+    for item in spec.split(","):
+        item = item.strip()
+        if item == "default":
+            out.append(None)
+        elif item.isdigit() and int(item) >= 1:
+            out.append(int(item))
+        else:
+            raise ValueError(f"--flow-steps items must be integers >= 1 or 'default', got {item!r}")
+    return out
+
+
 def parse_cells(spec: str) -> list[tuple]:
     """'nonstream:1:4,stream:4' -> [('nonstream', 1, 4), ('stream', 4)]: mode, concurrency and, optionally,
-    requests per worker per batch for that cell (else --per-worker decides)."""
+    requests per worker per batch for that cell (else --per-worker decides). Mode `mixed`: half the
+    workers stream, half don't, at the same time (a soak)."""
     cells = []
     for item in spec.split(","):
         parts = item.strip().split(":")
-        ok = len(parts) in (2, 3) and parts[0] in ("stream", "nonstream") and all(
+        ok = len(parts) in (2, 3) and parts[0] in MODES and all(
             x.isdigit() and int(x) >= 1 for x in parts[1:])
         if not ok:
-            raise ValueError(f"cell must be MODE:C or MODE:C:N (MODE stream or nonstream, C and N >= 1), "
+            raise ValueError(f"cell must be MODE:C or MODE:C:N (MODE stream, nonstream or mixed, C and N >= 1), "
                              f"got {item!r}")
         cells.append((parts[0], *map(int, parts[1:])))
     return cells
@@ -250,23 +289,26 @@ def run(servers: Sequence[Server], texts: Sequence[str], prompt_text: str, promp
         modes: Sequence[str], concurrencies: Sequence[int], per_worker: dict[int, int], rounds: int,
         timeout: float = 600.0, sample_rate: int = 24000, warmup: int = 1, deadline_s: float | None = None,
         log=print, cells: Sequence[tuple] | None = None, timeout_nonstream: float | None = None,
-        checkpoint=None) -> dict:
+        checkpoint=None, flow_steps: Sequence[int | None] | None = None) -> dict:
     """Measure; returns the JSON-ready result (config, batches, records, summary).
 
     cells: (mode, concurrency[, per_worker]) to run; default every mode x every concurrency.
     timeout_nonstream: per-request timeout for stream=false (default: timeout).
-    checkpoint: called with the partial result after every round (e.g. to save it)."""
+    checkpoint: called with the partial result after every round (e.g. to save it).
+    flow_steps: per-request values to cycle through (None in the list: no field); None: never sent."""
+    steps_cycle = list(flow_steps) if flow_steps else [None]
     cells = [tuple(c) for c in cells] if cells else [(m, c) for m in modes for c in concurrencies]
     modes = list(dict.fromkeys(c[0] for c in cells))
     concurrencies = list(dict.fromkeys(c[1] for c in cells))
-    timeouts = {"stream": timeout, "nonstream": timeout_nonstream or timeout}
+    timeouts = {"stream": timeout, "nonstream": timeout_nonstream or timeout,
+                "mixed": max(timeout, timeout_nonstream or timeout)}
     if not servers:
         raise ValueError("no servers")
     if len({s.name for s in servers}) != len(servers):
         raise ValueError("server names must be unique")
     for m in modes:
-        if m not in ("stream", "nonstream"):
-            raise ValueError(f"unknown mode {m!r} (stream or nonstream)")
+        if m not in MODES:
+            raise ValueError(f"unknown mode {m!r} (stream, nonstream or mixed)")
     t_run = time.perf_counter()
     config = {
         "servers": {s.name: s.url for s in servers}, "texts": list(texts), "prompt_text": prompt_text,
@@ -275,6 +317,7 @@ def run(servers: Sequence[Server], texts: Sequence[str], prompt_text: str, promp
         "per_worker": {str(c): per_worker.get(c, 1) for c in concurrencies}, "rounds": rounds, "timeout_s": timeouts,
         "sample_rate": sample_rate, "warmup": warmup, "deadline_s": deadline_s,
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "flow_steps": list(flow_steps) if flow_steps else None,
     }
     records: list[dict] = []
     batches: list[dict] = []
@@ -282,8 +325,8 @@ def run(servers: Sequence[Server], texts: Sequence[str], prompt_text: str, promp
     for mode in modes:
         for server in servers:
             for i in range(warmup):
-                rec = post_zero_shot(server, texts[i % len(texts)], prompt_text, prompt_wav, mode == "stream",
-                                     timeouts[mode], sample_rate)
+                rec = post_zero_shot(server, texts[i % len(texts)], prompt_text, prompt_wav, mode != "nonstream",
+                                     timeouts[mode], sample_rate, flow_steps=steps_cycle[i % len(steps_cycle)])
                 warmups.append({"server": server.name, "mode": mode, **rec})
                 log(f"warmup {server.name} {mode}: ok={rec['ok']} ttfa={_fmt(rec['ttfa_s'])} "
                     f"latency={_fmt(rec['latency_s'])} audio={_fmt(rec['audio_s'])} {rec['error'] or ''}")
@@ -303,7 +346,7 @@ def run(servers: Sequence[Server], texts: Sequence[str], prompt_text: str, promp
             order = [servers[(r + i) % len(servers)] for i in range(len(servers))]
             for server in order:
                 recs, wall = run_batch(server, c, n, texts, r * c * n, prompt_text, prompt_wav,
-                                       mode == "stream", timeouts[mode], sample_rate)
+                                       MODES[mode], timeouts[mode], sample_rate, steps_cycle)
                 batch_id = len(batches)
                 for rec in recs:
                     rec.update({"server": server.name, "mode": mode, "concurrency": c, "round": r,
@@ -327,6 +370,7 @@ def _result(config, rounds_done, stopped_early, t_run, batches, warmups, records
               "elapsed_s": time.perf_counter() - t_run, "t0_epoch": t_first, "batches": list(batches),
               "warmups": list(warmups), "records": recs}
     result["summary"] = summarize(result)
+    result["summary_by_steps"] = summarize_by_steps(result)
     return result
 
 
@@ -381,6 +425,33 @@ def summarize(result: dict) -> list[dict]:
     return out
 
 
+def summarize_by_steps(result: dict) -> list[dict]:
+    """Latency metrics per (server, mode, concurrency, flow_steps sent); only for runs that sent flow_steps.
+
+    No requests/s here: the values are interleaved inside each batch, so a batch's wall time is shared."""
+    if not result["config"].get("flow_steps"):
+        return []
+    servers = list(result["config"]["servers"])
+    groups: dict[tuple, list[dict]] = {}
+    for rec in result["records"]:
+        key = (rec["server"], rec["mode"], rec["concurrency"], rec.get("flow_steps"))
+        groups.setdefault(key, []).append(rec)
+    out = []
+    for key in sorted(groups, key=lambda k: (k[1], k[2], servers.index(k[0]) if k[0] in servers else 0,
+                                            -1 if k[3] is None else k[3])):
+        recs = groups[key]
+        good = [x for x in recs if x["ok"]]
+        cell = {"server": key[0], "mode": key[1], "concurrency": key[2], "flow_steps": key[3],
+                "requests": len(recs), "ok": len(good), "failed": len(recs) - len(good),
+                "audio_s_mean": sum(x["audio_s"] for x in good) / len(good) if good else None}
+        for name, field in (("ttfa", "ttfa_s"), ("rtf", "rtf"), ("latency", "latency_s")):
+            xs = [x[field] for x in good]
+            for p in (50, 90):
+                cell[f"{name}_p{p}"] = percentile(xs, p)
+        out.append(cell)
+    return out
+
+
 def merge(results: Sequence[dict]) -> dict:
     """One result from several runs against the same servers with the same texts and prompt.
 
@@ -391,7 +462,7 @@ def merge(results: Sequence[dict]) -> dict:
     first = results[0]["config"]
     for res in results[1:]:
         cfg = res["config"]
-        for key in ("servers", "texts", "prompt_text", "prompt_wav_sha256", "sample_rate"):
+        for key in ("servers", "texts", "prompt_text", "prompt_wav_sha256", "sample_rate", "flow_steps"):
             if cfg.get(key) != first.get(key):
                 raise ValueError(f"cannot merge: runs differ in {key}")
     config = json.loads(json.dumps(first))
@@ -415,6 +486,7 @@ def merge(results: Sequence[dict]) -> dict:
            "elapsed_s": sum(r.get("elapsed_s", 0.0) for r in results), "batches": batches, "warmups": warmups,
            "records": records}
     out["summary"] = summarize(out)
+    out["summary_by_steps"] = summarize_by_steps(out)
     return out
 
 
@@ -430,6 +502,17 @@ def markdown_table(summary: list[dict]) -> str:
             f"| {_fmt(c['audio_s_mean'], 2)} | {_fmt(c['ttfa_p50'])} | {_fmt(c['ttfa_p90'])} "
             f"| {_fmt(c['rtf_p50'])} | {_fmt(c['rtf_p90'])} | {_fmt(c['latency_p50'])} "
             f"| {_fmt(c['latency_p90'])} | {_fmt(c['rps'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def steps_table(by_steps: list[dict]) -> str:
+    head = "| mode | conc. | server | flow_steps | ok/req | audio s | TTFA p50 s | TTFA p90 s | RTF p50 | RTF p90 |"
+    lines = [head, "|" + "---|" * 10]
+    for c in by_steps:
+        steps = "default" if c["flow_steps"] is None else c["flow_steps"]
+        lines.append(f"| {c['mode']} | {c['concurrency']} | {c['server']} | {steps} | {c['ok']}/{c['requests']} "
+                     f"| {_fmt(c['audio_s_mean'], 2)} | {_fmt(c['ttfa_p50'])} | {_fmt(c['ttfa_p90'])} "
+                     f"| {_fmt(c['rtf_p50'])} | {_fmt(c['rtf_p90'])} |")
     return "\n".join(lines) + "\n"
 
 
@@ -504,11 +587,53 @@ def wait_live(servers: Sequence[Server], timeout: float, interval: float = 2.0, 
     return not pending
 
 
+# --------------------------------------------------------------------------- invalid values
+
+def check_invalid(server: Server, values: Sequence[str], text: str, prompt_text: str, prompt_wav: bytes,
+                  good_steps: int | None, timeout: float, sample_rate: int = 24000, log=print) -> dict:
+    """Bad flow_steps values, streaming and not, sent while a good streaming request is in flight; then one
+    good non-streaming request. Passes when every bad one got HTTP 400 naming flow_steps and its range, and
+    both good ones completed with audio (the server kept serving)."""
+    in_flight: dict = {}
+
+    def good_stream() -> None:
+        in_flight.update(post_zero_shot(server, text, prompt_text, prompt_wav, True, timeout, sample_rate,
+                                        flow_steps=good_steps))
+
+    t0 = time.time()
+    thread = threading.Thread(target=good_stream, daemon=True)
+    thread.start()
+    bad = []
+    for value in values:
+        for stream in (False, True):
+            rec = post_zero_shot(server, text, prompt_text, prompt_wav, stream, timeout, sample_rate,
+                                 flow_steps=value)
+            message = rec["error"] or ""
+            rec.update(value=value, stream=stream, refused=rec["status"] == 400 and "flow_steps" in message
+                       and "50" in message)
+            bad.append(rec)
+            log(f"{server.name}: flow_steps={value!r} stream={stream}: HTTP {rec['status']} "
+                f"{'refused' if rec['refused'] else 'NOT REFUSED'}: {message[:120]}")
+    thread.join(timeout + 5)
+    during = {**in_flight, "stream": True}
+    after = post_zero_shot(server, text, prompt_text, prompt_wav, False, timeout, sample_rate, flow_steps=good_steps)
+    for name, rec in (("during", during), ("after", after)):
+        log(f"{server.name}: good request {name} (flow_steps={good_steps}): ok={rec.get('ok')} "
+            f"audio={_fmt(rec.get('audio_s'))} s {rec.get('error') or ''}")
+    overlapped = bool(during.get("latency_s")) and all(
+        b["t_start"] < t0 + during["latency_s"] for b in bad)
+    ok = all(b["refused"] for b in bad) and bool(during.get("ok")) and after["ok"]
+    return {"server": server.name, "url": server.url, "ok": ok, "values": list(values), "good_steps": good_steps,
+            "bad_sent_while_good_in_flight": overlapped, "bad": bad, "good_during": during, "good_after": after}
+
+
 # --------------------------------------------------------------------------- CLI
 
 def report(result: dict, md_path: str | None) -> None:
     """Print the table (and write it to md_path), then the first server against each other one."""
     table = markdown_table(result["summary"])
+    if result.get("summary_by_steps"):
+        table += "\n" + steps_table(result["summary_by_steps"])
     if md_path:
         with open(md_path, "w", encoding="utf-8") as f:
             f.write(table)
@@ -549,6 +674,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="per request with stream=false, seconds (default: --timeout)")
     r.add_argument("--deadline", type=float, default=None, help="start no round that would end after this many s")
     r.add_argument("--sample-rate", type=int, default=24000)
+    r.add_argument("--flow-steps", metavar="N,...", help="per-request flow_steps form values, cycled by request "
+                                                          "slot (e.g. 3,5,10; 'default' sends none)")
     r.add_argument("--out", help="JSON result file")
     r.add_argument("--md", help="markdown table file")
 
@@ -572,6 +699,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     w.add_argument("--timeout", type=float, default=300.0)
     w.add_argument("--endpoint", default="/liveness")
 
+    ci = sub.add_parser("check-invalid", help="bad flow_steps values get HTTP 400 while the server keeps serving")
+    ci.add_argument("--server", action="append", required=True, metavar="NAME=URL")
+    ci.add_argument("--value", action="append", help="a bad flow_steps form value (repeatable); default: "
+                                                     + " ".join(repr(v) for v in DEFAULT_INVALID_FLOW_STEPS))
+    ci.add_argument("--good-steps", default="3", help="flow_steps of the good requests ('default': none)")
+    ci.add_argument("--text", default=DEFAULT_TEXTS[0])
+    ci.add_argument("--prompt-text", default=DEFAULT_PROMPT_TEXT)
+    ci.add_argument("--prompt-wav", help="16-bit WAV file; default: a seeded 3 s 16 kHz sine + noise")
+    ci.add_argument("--timeout", type=float, default=240.0, help="per request, seconds")
+    ci.add_argument("--sample-rate", type=int, default=24000)
+    ci.add_argument("--out", help="JSON result file")
+
     args = ap.parse_args(argv)
     try:
         if args.cmd == "run":
@@ -594,7 +733,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                          [m for m in args.modes.split(",") if m], concs, parse_per_worker(args.per_worker, concs),
                          args.rounds, args.timeout, args.sample_rate, args.warmup, args.deadline,
                          log=lambda s: print(s, file=sys.stderr, flush=True), cells=cells,
-                         timeout_nonstream=args.timeout_nonstream, checkpoint=save)
+                         timeout_nonstream=args.timeout_nonstream, checkpoint=save,
+                         flow_steps=parse_flow_steps(args.flow_steps) if args.flow_steps else None)
             save(result)
             report(result, args.md)
             failed = sum(c["failed"] for c in result["summary"])
@@ -606,8 +746,30 @@ def main(argv: Sequence[str] | None = None) -> int:
             report(result, args.md)
             return 0
         if args.cmd == "table":
-            print(markdown_table(_load(args.result)["summary"]))
+            data = _load(args.result)
+            print(markdown_table(data["summary"]))
+            if data.get("summary_by_steps"):
+                print(steps_table(data["summary_by_steps"]))
             return 0
+        if args.cmd == "check-invalid":
+            servers = [parse_server(s) for s in args.server]
+            good = parse_flow_steps(args.good_steps)
+            if len(good) != 1:
+                raise ValueError("--good-steps takes one value")
+            prompt = open(args.prompt_wav, "rb").read() if args.prompt_wav else make_prompt_wav()
+            checks = [check_invalid(s, args.value or DEFAULT_INVALID_FLOW_STEPS, args.text, args.prompt_text, prompt,
+                                    good[0], args.timeout, args.sample_rate,
+                                    log=lambda s: print(s, file=sys.stderr, flush=True)) for s in servers]
+            if args.out:
+                with open(args.out, "w", encoding="utf-8") as f:
+                    json.dump({"schema": SCHEMA + "/check-invalid", "checks": checks}, f, indent=1)
+            for c in checks:
+                refused = sum(b["refused"] for b in c["bad"])
+                print(f"{c['server']}: {'PASS' if c['ok'] else 'FAIL'}: {refused}/{len(c['bad'])} bad values refused "
+                      f"with 400; good request during: {'ok' if c['good_during'].get('ok') else 'FAILED'}, "
+                      f"after: {'ok' if c['good_after']['ok'] else 'FAILED'}; bad ones sent while the good one "
+                      f"was in flight: {'yes' if c['bad_sent_while_good_in_flight'] else 'no'}")
+            return 0 if all(c["ok"] for c in checks) else 1
         if args.cmd == "compare":
             a = _load(args.a)
             b = _load(args.b) if args.b else a

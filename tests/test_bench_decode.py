@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import math
+import re
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -11,29 +15,80 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench import build_model_dir as bmd  # noqa: E402
 from bench import decode_bench as db  # noqa: E402
+from conftest import UPSTREAM_VARIABLES, upstream_checkout  # noqa: E402
 
 
-def replay_decode_req(n_tokens: int, prompt_tokens: int, hop: int = 25, lookahead: int = 3) -> list[tuple]:
-    """What LightTTS 30bc57b's decode_req.py does for a streamed request whose LLM has finished with
-    n_tokens: get_infer_data / update_one_decode until finalize (written from its logic, step by step)."""
-    pad = int(math.ceil(prompt_tokens / hop) * hop - prompt_tokens)  # tts_encode/manager.py
-    offset, calls = 0, []
-    while True:
-        this_hop = hop + pad if offset == 0 else hop
-        end = this_hop + lookahead + offset
-        if n_tokens >= end:
-            calls.append((end, offset, False))
-        else:
-            calls.append((n_tokens, offset, True))
-            return calls
-        offset += this_hop
+@contextlib.contextmanager
+def upstream_decode_req_module(checkout: Path):
+    """light_tts/server/tts_decode/decode_req.py imported from the checkout itself.
+
+    Two stubs, no more: the package light_tts.server (its __init__ starts the server's shared-memory
+    imports, which need easydict and the rest of LightTTS's requirements) is registered bare, so its
+    subpackages load from the checkout without it; and light_tts.server.core.objs, from which
+    decode_req.py imports Req only for a type annotation. sys.modules is put back as it was on exit."""
+    saved = dict(sys.modules)
+    for name in [n for n in saved if n == "light_tts" or n.startswith("light_tts.")]:
+        del sys.modules[name]
+    server = types.ModuleType("light_tts.server")
+    server.__path__ = [str(checkout / "light_tts/server")]
+    objs = types.ModuleType("light_tts.server.core.objs")
+    objs.Req = object
+    sys.modules.update({"light_tts.server": server, "light_tts.server.core.objs": objs})
+    sys.path.insert(0, str(checkout))
+    try:
+        module = importlib.import_module("light_tts.server.tts_decode.decode_req")
+        assert Path(module.__file__) == checkout / "light_tts/server/tts_decode/decode_req.py"
+        yield module
+    finally:
+        sys.path.remove(str(checkout))
+        for name in set(sys.modules) - set(saved):
+            del sys.modules[name]
+        sys.modules.update(saved)
 
 
-@pytest.mark.parametrize("n_tokens,prompt", [(250, 75), (200, 75), (103, 75), (28, 75), (1, 75), (250, 60), (128, 50)])
-def test_stream_schedule_matches_decode_req(n_tokens, prompt):
+class FinishedStreamReq:
+    """The fields of a streamed Req that DecodeReq reads, once its LLM has finished with n_tokens."""
+
+    def __init__(self, n_tokens: int, prompt_token_pad: int) -> None:
+        self.request_id, self.speech_index, self.stream = 1, 0, True
+        self.prompt_token_pad = prompt_token_pad
+        self.output_ids = list(range(1, n_tokens + 1))  # no eos (0) among them
+        self.finish_status = types.SimpleNamespace(is_finished=lambda: True)
+
+    def get_output_len(self) -> int:
+        return len(self.output_ids)
+
+
+@pytest.fixture(scope="module", params=sorted(UPSTREAM_VARIABLES))
+def upstream_decode(request):
+    """Upstream's DecodeReq and the constants its callers give it, read from each pin's checkout."""
+    checkout = upstream_checkout(request.param)
+    manager = (checkout / "light_tts/server/tts_decode/manager.py").read_text()
+    hop = int(re.search(r"self\.decode_token_hop_len = (\d+)", manager).group(1))
+    lookahead = int(re.search(r"pre_lookahead_len: (\d+)", bmd.yaml_path(checkout).read_text()).group(1))
+    encode = " ".join((checkout / "light_tts/server/tts_encode/manager.py").read_text().split())
+    # the first chunk's pad, as tts_encode/manager.py computes it (math.ceil below is its np.ceil)
+    assert "np.ceil(speech_token.size / self.token_hop_len) * self.token_hop_len - speech_token.size" in encode
+    with upstream_decode_req_module(checkout) as module:
+        decode_req_class = module.DecodeReq  # its methods need nothing else from the package
+    return decode_req_class, hop, lookahead
+
+
+@pytest.mark.parametrize("n_tokens,prompt", [(250, 75), (200, 75), (103, 75), (28, 75), (1, 75), (250, 60), (128, 50),
+                                             (300, 1)])
+def test_stream_schedule_matches_upstreams_decode_req(upstream_decode, n_tokens, prompt):
+    decode_req_class, hop, lookahead = upstream_decode
+    assert (hop, lookahead) == (db.HOP, 3)  # the schedule's defaults are upstream's values
+    req = decode_req_class(FinishedStreamReq(n_tokens, int(math.ceil(prompt / hop) * hop - prompt)), hop, lookahead)
+    calls = []
+    while not req.finish_stream and len(calls) <= n_tokens:
+        output_ids, _, _, token_offset, finalize = req.get_infer_data()
+        calls.append((len(output_ids), token_offset, finalize))
+        req.update_one_decode(finalize)
     got = [(c["prefix"], c["token_offset"], c["finalize"]) for c in db.stream_schedule(n_tokens, prompt)]
-    assert got == replay_decode_req(n_tokens, prompt)
+    assert got == calls
     assert got[-1][0] == n_tokens and got[-1][2] and not any(f for _, _, f in got[:-1])
 
 

@@ -40,10 +40,14 @@ class FakeTTS:
     """A fake LightTTS: int16 PCM at 24 kHz, 1 s of audio per character of tts_text.
 
     stream=true: one chunk of audio per second of audio, `chunk_delay` apart (first after `first_delay`).
-    stream=false: the whole body after `first_delay + n * chunk_delay`. Records every request's fields."""
+    stream=false: the whole body after `first_delay + n * chunk_delay`. Records every request's fields.
+    check_flow_steps: answer a flow_steps form value outside 1..50 with HTTP 400, as the patched server does;
+    break_on_bad: and answer 500 to everything after that (a server that stops serving)."""
 
-    def __init__(self, first_delay=0.05, chunk_delay=0.01, fail_text=None):
+    def __init__(self, first_delay=0.05, chunk_delay=0.01, fail_text=None, check_flow_steps=False,
+                 break_on_bad=False):
         self.first_delay, self.chunk_delay, self.fail_text = first_delay, chunk_delay, fail_text
+        self.check_flow_steps, self.break_on_bad, self.broken = check_flow_steps, break_on_bad, False
         self.requests: list[dict] = []
         self.lock = threading.Lock()
         fake = self
@@ -66,7 +70,16 @@ class FakeTTS:
                 with fake.lock:
                     fake.requests.append({k: (v if k == "prompt_wav" else v.decode()) for k, v in form.items()})
                 text = form["tts_text"].decode()
-                if self.path != "/inference_zero_shot" or text == fake.fail_text:
+                steps = form["flow_steps"].decode() if "flow_steps" in form else None
+                if fake.check_flow_steps and steps is not None and not (steps.isdigit() and 1 <= int(steps) <= 50):
+                    fake.broken = fake.break_on_bad
+                    msg = json.dumps({"message": f"flow_steps must be an integer from 1 to 50; got {steps!r}"}).encode()
+                    self.send_response(400)
+                    self.send_header("Content-Length", str(len(msg)))
+                    self.end_headers()
+                    self.wfile.write(msg)
+                    return
+                if self.path != "/inference_zero_shot" or text == fake.fail_text or fake.broken:
                     msg = b'{"detail":"nope"}'
                     self.send_response(500)
                     self.send_header("Content-Length", str(len(msg)))
@@ -212,7 +225,16 @@ def test_interleaved_run_summary_table_and_compare(fakes):
     c = cells[("slow", "stream", 2)]
     assert c["requests"] == 4 and c["ok"] == 4 and c["failed"] == 0
     assert c["audio_s_by_text"] == {"0": [2.0], "1": [3.0]}
-    assert c["rps"] > 0 and c["ttfa_p50"] <= c["ttfa_p90"] and c["rtf_p50"] <= c["rtf_p90"]
+    assert c["ttfa_p50"] <= c["ttfa_p90"] and c["rtf_p50"] <= c["rtf_p90"]
+    # A batch's wall time holds each worker's requests back to back, so throughput can never beat
+    # ok requests / the slowest worker's summed latency, batch by batch.
+    busiest = {}
+    for r in res["records"]:
+        if (r["server"], r["mode"], r["concurrency"]) == ("slow", "stream", 2):
+            key = (r["batch"], r["worker"])
+            busiest[key] = busiest.get(key, 0.0) + r["latency_s"]
+    floor_s = sum(max(v for (b, _), v in busiest.items() if b == batch) for batch in {b for b, _ in busiest})
+    assert 0 < c["rps"] <= 4 / floor_s
     table = tts_load.markdown_table(res["summary"])
     assert table.count("\n") == 2 + 8 and "| stream | 2 | slow | 4/4 |" in table
     rows = tts_load.compare(res, res, "slow", "fast")
@@ -221,7 +243,25 @@ def test_interleaved_run_summary_table_and_compare(fakes):
     assert nonstream1["audio_s_mean"] == pytest.approx(1.0)
     md = tts_load.compare_markdown(rows)
     assert "ratios fast / slow" in md and "| nonstream | 1 |" in md
-    json.dumps(res)  # JSON-ready
+    assert json.loads(json.dumps(res, allow_nan=False)) == res  # JSON-ready: nothing lost or changed on the way
+
+
+def test_throughput_counts_only_batches_where_every_request_completed():
+    def record(batch, ok, latency):
+        return {"server": "a", "mode": "stream", "concurrency": 2, "batch": batch, "ok": ok, "ttfa_s": 0.1,
+                "latency_s": latency, "rtf": latency / 2.0, "audio_s": 2.0 if ok else None, "text_index": 0,
+                "error": None if ok else "HTTP 500"}
+
+    result = {"config": {"servers": {"a": "http://a"}},
+              "batches": [{"server": "a", "mode": "stream", "concurrency": 2, "requests": 2, "ok": 2, "wall_s": 1.0},
+                          {"server": "a", "mode": "stream", "concurrency": 2, "requests": 2, "ok": 2, "wall_s": 3.0},
+                          {"server": "a", "mode": "stream", "concurrency": 2, "requests": 2, "ok": 1, "wall_s": 0.1}],
+              "records": [record(0, True, 0.9), record(0, True, 1.0), record(1, True, 2.0), record(1, True, 3.0),
+                          record(2, True, 0.1), record(2, False, 0.1)]}
+    (cell,) = tts_load.summarize(result)
+    assert cell["rps"] == 4 / 4.0  # 4 requests in 1 s + 3 s; the batch with a failure is left out
+    assert (cell["batches"], cell["failed_batches"], cell["requests"], cell["ok"], cell["failed"]) == (3, 1, 6, 5, 1)
+    assert cell["errors"] == ["HTTP 500"] and cell["latency_p50"] == 1.0
 
 
 def test_compare_flags_different_audio_lengths_and_picks_servers(fakes):
@@ -299,3 +339,102 @@ def test_cli_run_exits_1_when_requests_fail(fakes, tmp_path):
                         "bad", "--cells", "nonstream:1", "--rounds", "1", "--warmup", "0"],
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 1 and "| nonstream | 1 |" in p.stdout and "0/1" in p.stdout
+
+
+def test_mixed_cell_streams_on_odd_workers_at_the_same_time(fakes):
+    fake = fakes(chunk_delay=0.01)
+    res = tts_load.run([tts_load.Server("s", fake.url)], ["ab"], "p", b"wav", [], [], {}, rounds=2,
+                       timeout=10, warmup=0, log=lambda *_: None, cells=tts_load.parse_cells("mixed:4:2"))
+    recs = res["records"]
+    assert len(recs) == 2 * 4 * 2 and all(r["ok"] and r["mode"] == "mixed" for r in recs)
+    assert {(r["worker"], r["stream"]) for r in recs} == {(0, False), (1, True), (2, False), (3, True)}
+    # what the server saw: the same split, request by request
+    assert sorted(r["stream"] for r in fake.requests) == ["false"] * 8 + ["true"] * 8
+    with pytest.raises(ValueError, match="stream, nonstream or mixed"):
+        tts_load.parse_cells("both:4")
+
+
+def test_parse_flow_steps():
+    assert tts_load.parse_flow_steps("3,5,10") == [3, 5, 10]
+    assert tts_load.parse_flow_steps("default, 10") == [None, 10]
+    for bad in ("0", "x", "3,,5", "2.5", "-1"):
+        with pytest.raises(ValueError, match="--flow-steps"):
+            tts_load.parse_flow_steps(bad)
+
+
+def test_flow_steps_cycle_by_slot_alike_on_every_server_and_are_recorded(fakes):
+    a, b = fakes(), fakes()
+    servers = [tts_load.Server("a", a.url), tts_load.Server("b", b.url)]
+    res = tts_load.run(servers, ["ab", "abc"], "p", b"w", [], [], {}, rounds=2, warmup=1, log=lambda _: None,
+                       cells=[("nonstream", 2, 2), ("stream", 1, 3)], flow_steps=[3, 5, 10, None])
+    assert res["config"]["flow_steps"] == [3, 5, 10, None]
+    sent = {f: [r.get("flow_steps") for r in f.requests] for f in (a, b)}
+    assert sorted(sent[a], key=str) == sorted(sent[b], key=str)
+    assert set(sent[a]) == {"3", "5", "10", None} and sent[a][0] == "3"  # warmup takes the first value
+    for rec in res["records"]:  # slot k of a batch: text k and flow_steps k, both cycled
+        assert rec["flow_steps"] == [3, 5, 10, None][rec["slot"] % 4] and rec["text_index"] == rec["slot"] % 2
+    slots = sorted((r["round"], r["mode"], r["slot"], r["flow_steps"] or 0) for r in res["records"] if r["server"] == "a")
+    assert slots == sorted((r["round"], r["mode"], r["slot"], r["flow_steps"] or 0)
+                           for r in res["records"] if r["server"] == "b")
+    by = {(c["server"], c["mode"], c["flow_steps"]): c for c in res["summary_by_steps"]}
+    assert {k[2] for k in by} == {3, 5, 10, None}
+    assert sum(c["requests"] for c in res["summary_by_steps"]) == len(res["records"])
+    assert all(c["ok"] == c["requests"] and c["rtf_p50"] is not None for c in res["summary_by_steps"])
+    assert "| nonstream | 2 | a | default |" in tts_load.steps_table(res["summary_by_steps"])
+    merged = tts_load.merge([res, res])
+    assert sum(c["requests"] for c in merged["summary_by_steps"]) == 2 * len(res["records"])
+    json.dumps(res)
+    plain = tts_load.run(servers, ["ab", "abc"], "p", b"w", [], [], {}, rounds=1, warmup=0, log=lambda _: None,
+                         cells=[("nonstream", 1)])
+    assert plain["summary_by_steps"] == [] and "flow_steps" not in a.requests[-1]
+    with pytest.raises(ValueError, match="flow_steps"):
+        tts_load.merge([res, plain])
+
+
+def test_check_invalid_passes_only_when_bad_values_get_400_and_the_server_keeps_serving(fakes):
+    wav = tts_load.make_prompt_wav(0.1)
+    good = fakes(first_delay=0.3, check_flow_steps=True)
+    res = tts_load.check_invalid(tts_load.Server("good", good.url), ["0", "51", "x", "2.5", ""], "abc", "p", wav,
+                                 3, timeout=10, log=lambda _: None)
+    assert res["ok"] and res["bad_sent_while_good_in_flight"]
+    assert [(b["value"], b["stream"], b["status"], b["refused"]) for b in res["bad"]][:2] == [
+        ("0", False, 400, True), ("0", True, 400, True)]
+    assert len(res["bad"]) == 10 and res["good_during"]["ok"] and res["good_after"]["ok"]
+    assert [r.get("flow_steps") for r in good.requests].count("3") == 2  # both good requests asked for 3 steps
+    unchecked = fakes()  # an unpatched server takes any value (FastAPI ignores an unknown field)
+    res = tts_load.check_invalid(tts_load.Server("u", unchecked.url), ["0"], "abc", "p", wav, 3, timeout=10,
+                                 log=lambda _: None)
+    assert not res["ok"] and res["bad"][0]["status"] == 200 and not res["bad"][0]["refused"]
+    broken = fakes(check_flow_steps=True, break_on_bad=True)
+    res = tts_load.check_invalid(tts_load.Server("b", broken.url), ["0"], "abc", "p", wav, 3, timeout=10,
+                                 log=lambda _: None)
+    assert not res["ok"] and all(b["refused"] for b in res["bad"]) and not res["good_after"]["ok"]
+
+
+def test_cli_check_invalid_and_run_with_flow_steps(fakes, tmp_path):
+    good, unchecked = fakes(check_flow_steps=True), fakes()
+    cmd = [sys.executable, str(REPO / "bench" / "tts_load.py")]
+    out = tmp_path / "invalid.json"
+    p = subprocess.run(cmd + ["check-invalid", "--server", f"patched={good.url}", "--text", "ab", "--timeout", "10",
+                              "--out", str(out)], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert "patched: PASS: 12/12 bad values refused with 400" in p.stdout
+    assert json.loads(out.read_text())["checks"][0]["values"] == tts_load.DEFAULT_INVALID_FLOW_STEPS
+    p = subprocess.run(cmd + ["check-invalid", "--server", f"u={unchecked.url}", "--value", "0", "--text", "ab",
+                              "--timeout", "10"], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 1 and "u: FAIL: 0/2" in p.stdout and "NOT REFUSED" in p.stderr
+    p = subprocess.run(cmd + ["check-invalid", "--server", f"u={unchecked.url}", "--good-steps", "3,5"],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2 and "one value" in p.stderr
+    res = tmp_path / "r.json"
+    p = subprocess.run(cmd + ["run", "--server", f"patched={good.url}", "--text", "ab", "--cells", "nonstream:3",
+                              "--rounds", "1", "--warmup", "0", "--flow-steps", "3,5,10", "--out", str(res)],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert "| flow_steps |" in p.stdout and "| nonstream | 3 | patched | 10 | 1/1 |" in p.stdout
+    assert sorted(r["flow_steps"] for r in json.loads(res.read_text())["records"]) == [3, 5, 10]
+    p = subprocess.run(cmd + ["table", str(res)], capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0 and "| nonstream | 3 | patched | 5 | 1/1 |" in p.stdout
+    p = subprocess.run(cmd + ["run", "--server", good.url, "--flow-steps", "0"], capture_output=True, text=True,
+                       timeout=30)
+    assert p.returncode == 2 and "--flow-steps" in p.stderr

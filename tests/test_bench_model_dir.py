@@ -14,6 +14,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench import build_model_dir as bmd  # noqa: E402
+from conftest import upstream_checkout  # noqa: E402
 
 # The lines of CosyVoice's cosyvoice2.yaml that the builder checks, in the same form (not a copy of it).
 GOOD_YAML = """\
@@ -98,28 +99,24 @@ def test_onnx_standins_have_the_real_names_shapes_and_types(tmp_path):
 
 
 def test_real_checkout_yaml_is_the_one_the_builder_expects():
-    checkout = os.environ.get("LIGHTTTS_UPSTREAM")
-    if not checkout:
-        pytest.skip("LIGHTTTS_UPSTREAM is not set (path to a LightTTS 30bc57b checkout)")
-    assert bmd.check_yaml_matches(bmd.yaml_path(Path(checkout)).read_text()) == []
+    checkout = upstream_checkout("LIGHTTTS_UPSTREAM")
+    assert bmd.check_yaml_matches(bmd.yaml_path(checkout).read_text()) == []
 
 
 def test_full_build_loads_strictly_into_the_checkouts_classes(tmp_path):
     """The whole builder on the CPU: every state dict loads strictly back into the yaml's modules."""
-    checkout = os.environ.get("LIGHTTTS_UPSTREAM")
-    if not checkout:
-        pytest.skip("LIGHTTTS_UPSTREAM is not set (path to a LightTTS 30bc57b checkout)")
     if os.environ.get("LIGHTTTS_A10_FULL_BUILD") != "1":
         pytest.skip("set LIGHTTTS_A10_FULL_BUILD=1 to build a 1.6 GB model dir (needs torch, transformers, "
                     "hyperpyyaml and CosyVoice's requirements; about a minute on 2 cores)")
+    checkout = upstream_checkout("LIGHTTTS_UPSTREAM")
     torch = pytest.importorskip("torch", reason="torch is not installed")
     out = tmp_path / "model"
-    info = bmd.build(Path(checkout), out, seed=7, self_check=True, log=lambda *_: None)
+    info = bmd.build(checkout, out, seed=7, self_check=True, log=lambda *_: None)
     for name in ("cosyvoice2.yaml", "llm.pt", "flow.pt", "hift.pt", "spk2info.pt", "campplus.onnx",
                  "speech_tokenizer_v2.onnx", "CosyVoice-BlankEN/config.json", "CosyVoice-BlankEN/model.safetensors",
                  "CosyVoice-BlankEN/tokenizer.json", "BUILD_INFO.json"):
         assert (out / name).is_file(), name
-    assert (out / "cosyvoice2.yaml").read_bytes() == bmd.yaml_path(Path(checkout)).read_bytes()
+    assert (out / "cosyvoice2.yaml").read_bytes() == bmd.yaml_path(checkout).read_bytes()
     from hyperpyyaml import load_hyperpyyaml
 
     with open(out / "cosyvoice2.yaml") as f:

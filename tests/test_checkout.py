@@ -22,11 +22,14 @@ def test_blob_id_matches_git_hash_object(tmp_path):
     assert blob_id(path.read_bytes()) == expected
 
 
-def test_layouts_are_detected(checkout, series):
+def test_layouts_are_detected(request, checkout, series, upstream):
+    made_as = request.node.callspec.params["checkout"]  # how the fixture built it: the oracle
+    # git's own view agrees: a submodule keeps its git directory under the superproject's .git/modules
+    git_dir = git(checkout / "cosyvoice", "rev-parse", "--absolute-git-dir").strip()
+    assert (os.path.realpath(checkout / ".git/modules") in os.path.realpath(git_dir)) == (made_as == "submodule")
     opened = Checkout(checkout, series.repos)
-    kind = "submodule" if (checkout / "cosyvoice/.git").is_file() else "nested clone"
-    assert opened.layouts["cosyvoice"] == kind
-    assert opened.head("cosyvoice") == series.repos["cosyvoice"].commit
+    assert opened.layouts["cosyvoice"] == {"submodule": "submodule", "nested": "nested clone"}[made_as]
+    assert opened.head("cosyvoice") == git(upstream.cosyvoice, "rev-parse", "HEAD").strip()
 
 
 def test_states(checkout, series):

@@ -1,6 +1,11 @@
 """The two scripts as users run them: exit codes, messages, --json, --status, --check."""
 
 import json
+import os
+import time
+from pathlib import Path
+
+import pytest
 
 from conftest import git, run_tool, snapshot
 
@@ -90,3 +95,56 @@ def test_rollback_check_and_force_messages(checkout):
     assert check.returncode == 1 and "light_tts/server/manager.py" in check.stderr and "--force" in check.stderr
     forced = run_tool("rollback.py", "--force", str(checkout))
     assert forced.returncode == 0 and "saved your versions of 1 file(s) under" in forced.stdout
+
+
+def test_rollback_check_passes_and_restores_nothing(checkout):
+    assert run_tool("apply_patches.py", str(checkout)).returncode == 0
+    applied = snapshot(checkout)
+    check = run_tool("rollback.py", "--check", str(checkout))
+    assert check.returncode == 0 and "check passed" in check.stdout, check.stderr
+    assert snapshot(checkout) == applied  # bytes and modes: still the patched tree
+    assert run_tool("apply_patches.py", "--status", str(checkout)).returncode == 0
+
+
+@pytest.mark.parametrize("restore", [["cosyvoice/cosyvoice/flow/flow.py"], ["light_tts/server/manager.py"]],
+                         ids=["one patch not applied", "one file of a patch not applied"])
+def test_status_exits_1_when_the_series_is_only_partly_applied(checkout, restore):
+    assert run_tool("apply_patches.py", str(checkout)).returncode == 0
+    for path in restore:  # put the pinned upstream file back, as `git checkout` in its own repository does
+        repo = checkout / "cosyvoice" if path.startswith("cosyvoice/") else checkout
+        git(repo, "checkout", "--", str((checkout / path).relative_to(repo)))
+    status = run_tool("apply_patches.py", "--status", "--json", str(checkout))
+    report = json.loads(status.stdout)
+    assert status.returncode == 1 and report["exit_code"] == 1
+    assert "applied" in {p["state"] for p in report["patches"]}  # the rest is applied: not all, but some
+    assert run_tool("apply_patches.py", "--status", str(checkout)).returncode == 1
+
+
+def test_rollback_restores_a_wrong_file_mode(checkout):
+    """Pristine bytes with the wrong mode are not the pinned file: README promises 'mode included'."""
+    cli = checkout / "light_tts/server/api_cli.py"  # 100755 at the pin
+    cli.chmod(0o644)
+    assert git(checkout, "status", "--porcelain") != ""
+    back = run_tool("rollback.py", "--json", str(checkout))
+    assert back.returncode == 0, back.stdout
+    assert json.loads(back.stdout)["written"] == ["light_tts/server/api_cli.py"]
+    assert os.stat(cli).st_mode & 0o111 == 0o111
+    assert git(checkout, "status", "--porcelain") == ""
+
+
+def test_two_forced_rollbacks_in_the_same_second_keep_both_saved_copies(checkout, monkeypatch):
+    """The clock is frozen so both runs name their folder in the same second; both copies must survive."""
+    from lighttts_a10 import cli
+
+    real_strftime = time.strftime
+    frozen = time.localtime()
+    monkeypatch.setattr(time, "strftime", lambda fmt, t=None: real_strftime(fmt, frozen))
+    manager = checkout / "light_tts/server/manager.py"
+    for edit in ("first edit\n", "second edit\n"):
+        assert run_tool("apply_patches.py", str(checkout)).returncode == 0
+        manager.write_text(edit)
+        assert cli.rollback_main(["--force", str(checkout)]) == 0
+    state_dir = Path(git(checkout, "rev-parse", "--absolute-git-dir").strip()) / "lighttts-a10"
+    saved = sorted(p.read_text() for p in state_dir.glob("saved-*/light_tts/server/manager.py"))
+    assert saved == ["first edit\n", "second edit\n"]
+    assert git(checkout, "status", "--porcelain") == ""

@@ -1,4 +1,4 @@
-"""0005-flow-cuda-graph on the CPU, with the real CosyVoice classes of the real checkouts (random weights).
+"""The flow CUDA-graph patch (30bc57b 0006, ad1c76e 0004) on the CPU, with the real CosyVoice classes of the real checkouts (random weights).
 
 What the patch claims, checked against the unpatched code of the same pin:
 - add_optional_chunk_mask makes the same masks without a host sync (.item());

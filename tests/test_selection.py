@@ -30,7 +30,11 @@ def test_a_checkout_that_fits_no_set_is_refused_untouched(upstream, patches_env,
     assert not selected.fits
     with pytest.raises(ConflictError) as caught:
         transaction.apply(selected)
-    assert "other supported pins" in caught.value.hint and NEXT_SET in caught.value.hint + selected.series.name
+    # The hint names the set that was not picked, and why: api_cli.py differs from both sets' files.
+    (other,) = {SET, NEXT_SET} - {selected.series.name}
+    others_line = next(line for line in caught.value.hint.splitlines() if line.startswith("other supported pins: "))
+    assert f"patch set {other} (" in others_line and "1 of 3 target files differ" in others_line
+    assert f"patch set {selected.series.name} (" not in others_line
     assert any(p.kind == "hunk-mismatch" for p in caught.value.problems)
     assert snapshot(root) == before
 

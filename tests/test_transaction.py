@@ -162,7 +162,7 @@ def test_rollback_refuses_local_edits_unless_forced(checkout):
     outcome = transaction.rollback(select(checkout), force=True)
     saved_note = next(note for note in outcome.notes if "saved your versions" in note)
     folder = saved_note.split(" under ")[1].split(" before")[0]
-    assert (os.path.join(folder, "light_tts/server/manager.py"))
+    assert os.path.isfile(os.path.join(folder, "light_tts/server/manager.py"))
     with open(os.path.join(folder, "light_tts/server/manager.py")) as stream:
         assert stream.read().endswith("# my tuning\n")
     assert set(states(checkout).values()) == {PRISTINE}

@@ -8,13 +8,19 @@ Each process appends JSON lines to DIR/probe-<tag>-<pid>.jsonl, tag = $LIGHTTTS_
                 flow's flow_steps attribute after init (absent upstream)
 - t2w           one token2wav call: start time, seconds (device synchronized at the end, as the caller's
                 .cpu() would), estimator calls during the call, eager forwards plus CUDA-graph replays
-                (`graphed`, 0005-flow-cuda-graph) (= Euler steps; CFG is batch 2
+                (`graphed`, the flow-cuda-graph patch) (= Euler steps; CFG is batch 2
                 inside one call), tokens, prompt tokens, token offset, stream, finalize, samples out,
-                flow parameter dtype, flow.flow_steps
+                flow parameter dtype, flow.flow_steps (fs), the request id (req: token2wav's uuid, which
+                LightTTS sets to the request id) and the flow_steps keyword the call got (steps_req: the
+                request's own value on a server with per-request steps; absent or 0 means the server's)
 - llm_init      CosyVoice2TpPartModel.__init__ (LLM process): data_type, dtypes of every tensor in the
                 transformer layers and pre/post weights, KV-cache buffer dtype and shape, device name
 - llm           one LLM backend step (ContinuesBatchBackend.prefill / decode, which end with a .cpu()):
                 kind, start, seconds, batch size
+
+If a hooked module lacks its class or a method (upstream renamed it), the probe says so on stderr
+("[bench probe] MISSING ...") and writes a probe_missing event, which probe_report.py puts at the top of
+its report: the events that hook would have written are absent, not zero.
 
 Overhead: one perf_counter pair per LLM step, a forward pre-hook counter and one synchronize per
 token2wav call (the caller synchronizes right after anyway). Lines are buffered and flushed by a
@@ -38,6 +44,16 @@ MODEL_MOD = "cosyvoice.cli.model"
 LLM_MODEL_MOD = "light_tts.models.cosyvoice2.model"
 BACKEND_MOD = "light_tts.server.tts_llm.model_infer.mode_backend.continues_batch.impl"
 INFER_BATCH_MOD = "light_tts.server.tts_llm.model_infer.infer_batch"
+
+# Every class the probe wraps, and the methods it wraps: tests/test_bench_probe.py checks that each one
+# exists at both supported pins.
+HOOKED = {
+    MODEL_MOD: ("CosyVoice2Model", ("__init__", "token2wav")),
+    LLM_MODEL_MOD: ("CosyVoice2TpPartModel", ("__init__",)),
+    BACKEND_MOD: ("ContinuesBatchBackend", ("prefill", "decode")),
+}
+# Read, not wrapped: INFER_BATCH_MOD.g_infer_context.infer_req_ids gives the running LLM batch size.
+INFER_CONTEXT = ("g_infer_context", "infer_req_ids")
 
 
 def emit(ev: str, **fields) -> None:
@@ -72,6 +88,20 @@ def install(directory: str) -> None:
     hooks.when_imported(MODEL_MOD, patch_cosyvoice_model)
     hooks.when_imported(LLM_MODEL_MOD, patch_llm_model)
     hooks.when_imported(BACKEND_MOD, patch_backend)
+
+
+def hooked_class(mod) -> type | None:
+    """The class HOOKED names in `mod`, with every method the probe wraps; else say so loudly and give None."""
+    name, methods = HOOKED[mod.__name__]
+    cls = getattr(mod, name, None)
+    missing = [name] if cls is None else [f"{name}.{m}" for m in methods if not callable(getattr(cls, m, None))]
+    if missing:
+        print(f"[bench probe] MISSING in {mod.__name__}: {', '.join(missing)} (upstream changed?); the probe "
+              f"records nothing from it", file=sys.stderr, flush=True)
+        emit("probe_missing", module=mod.__name__, missing=missing, t=time.time())
+        flush()
+        return None
+    return cls
 
 
 # --------------------------------------------------------------------------- decode process
@@ -121,7 +151,7 @@ def _shape(x) -> list | None:
 
 
 def patch_cosyvoice_model(mod) -> None:
-    cls = getattr(mod, "CosyVoice2Model", None)
+    cls = hooked_class(mod)
     if cls is None or getattr(cls, "_lighttts_bench_patched", False):
         return
     init, token2wav = cls.__init__, cls.token2wav
@@ -136,7 +166,7 @@ def patch_cosyvoice_model(mod) -> None:
         flow = getattr(self, "flow", None)
         _count_estimator_calls(getattr(getattr(flow, "decoder", None), "estimator", None))
         _state["est_calls"] = 0
-        # 0005-flow-cuda-graph: a replayed estimator step runs no forward hook; the CFM counts its replays
+        # flow-cuda-graph patch: a replayed estimator step runs no forward hook; the CFM counts its replays
         replays = getattr(getattr(flow, "decoder", None), "graph_replays", 0)
         t_start = time.time()
         t0 = time.perf_counter()
@@ -148,7 +178,8 @@ def patch_cosyvoice_model(mod) -> None:
         graphed = getattr(getattr(flow, "decoder", None), "graph_replays", 0) - replays
         emit("t2w", t=t_start, dur=dur, est=_state["est_calls"] + graphed, graphed=graphed, tokens=_shape(token), prompt=_shape(prompt_token),
              offset=int(token_offset), stream=bool(stream), finalize=bool(finalize), samples=_shape(out),
-             flow_dtype=_param_dtype(flow), fs=getattr(flow, "flow_steps", None))
+             flow_dtype=_param_dtype(flow), fs=getattr(flow, "flow_steps", None), req=uuid,
+             steps_req=kwargs.get("flow_steps"))
         return out
 
     cls.__init__ = __init__
@@ -184,7 +215,7 @@ def tensor_dtypes(obj, depth: int = 3, seen=None) -> dict[str, int]:
 
 
 def patch_llm_model(mod) -> None:
-    cls = getattr(mod, "CosyVoice2TpPartModel", None)
+    cls = hooked_class(mod)
     if cls is None or getattr(cls, "_lighttts_bench_patched", False):
         return
     init = cls.__init__
@@ -207,13 +238,13 @@ def patch_llm_model(mod) -> None:
 
 def _running_batch() -> int | None:
     ib = sys.modules.get(INFER_BATCH_MOD)
-    ctx = getattr(ib, "g_infer_context", None)
-    ids = getattr(ctx, "infer_req_ids", None)
+    ctx = getattr(ib, INFER_CONTEXT[0], None)
+    ids = getattr(ctx, INFER_CONTEXT[1], None)
     return len(ids) if ids is not None else None
 
 
 def patch_backend(mod) -> None:
-    cls = getattr(mod, "ContinuesBatchBackend", None)
+    cls = hooked_class(mod)
     if cls is None or getattr(cls, "_lighttts_bench_patched", False):
         return
     prefill, decode = cls.prefill, cls.decode
