@@ -104,20 +104,39 @@ def test_stream_schedule_first_chunk_pads_to_the_hop():
 
 def test_summary_and_ratios():
     samples = {
-        "nonstream/fp16/10": [{"total_s": 1.0, "first_s": 1.0, "est": [10]}, {"total_s": 1.2, "first_s": 1.2, "est": [10]}],
-        "nonstream/fp16/5": [{"total_s": 0.5, "first_s": 0.5, "est": [5]}, {"total_s": 0.7, "first_s": 0.7, "est": [5]}],
-        "nonstream/bf16/10": [{"total_s": 2.2, "first_s": 2.2, "est": [10]}],
+        "nonstream/fp16/10/eager": [{"total_s": 1.0, "first_s": 1.0, "est": [10]}, {"total_s": 1.2, "first_s": 1.2, "est": [10]}],
+        "nonstream/fp16/5/eager": [{"total_s": 0.5, "first_s": 0.5, "est": [5]}, {"total_s": 0.7, "first_s": 0.7, "est": [5]}],
+        "nonstream/bf16/10/eager": [{"total_s": 2.2, "first_s": 2.2, "est": [10]}],
+        "nonstream/fp16/5/graph": [{"total_s": 0.15, "first_s": 0.15, "est": [5], "graphed": [5]}],
     }
     stats = db.summarize(samples, audio_s=10.0)
-    assert stats["nonstream/fp16/10"]["median_ms"] == 1100.0
-    assert stats["nonstream/fp16/10"]["ms_per_audio_s"] == 110.0
-    assert stats["nonstream/fp16/5"]["estimator_calls"] == [5]
-    r = db.ratios(stats, [10, 5], ["fp16", "bf16"], ["nonstream"])
+    assert stats["nonstream/fp16/10/eager"]["median_ms"] == 1100.0
+    assert stats["nonstream/fp16/10/eager"]["ms_per_audio_s"] == 110.0
+    assert stats["nonstream/fp16/5/eager"]["estimator_calls"] == [5]
+    assert stats["nonstream/fp16/5/graph"]["graph_replays"] == [5] and stats["nonstream/fp16/5/eager"]["graph_replays"] == []
+    r = db.ratios(stats, [10, 5], ["fp16", "bf16"], ["nonstream"], flows=("eager", "graph"))
     assert r["steps_over_base"]["nonstream/fp16/5"] == pytest.approx(0.6 / 1.1, abs=1e-4)
     assert r["bf16_over_fp16"]["nonstream/10"] == 2.0
     assert "nonstream/bf16/5" not in r["steps_over_base"]  # no bf16/5 sample: no ratio invented
+    assert "nonstream/fp16/5/graph" not in r["steps_over_base"]  # no graph/10 sample either
+    assert r["graph_over_eager"] == {"nonstream/fp16/5": {"median": 0.25, "first_call": 0.25}}
     table = db.markdown(stats, 10.0)
-    assert "| nonstream | fp16 | 5 | 2 | 600.0 |" in table
+    assert "| nonstream | fp16 | 5 | eager | 2 | 600.0 |" in table
+    assert "| nonstream | fp16 | 5 | graph | 1 | 150.0 |" in table and table.rstrip().endswith("| [5] | [5] |")
+
+
+def test_errors_of_graph_against_eager():
+    assert db.errors([1.0, -2.0, 0.5], [1.0, -2.0, 0.5]) == {"max_abs": 0.0, "max_rel": 0.0, "rel_l2": 0.0}
+    e = db.errors([[3.0, -4.0]], [[3.0, -4.5]])
+    assert e["max_abs"] == 0.5 and e["max_rel"] == pytest.approx(0.125) and e["rel_l2"] == pytest.approx(0.1)
+    assert db.errors([0.0], [0.0])["max_rel"] is None  # no scale: no ratio invented
+    with pytest.raises(ValueError, match="shapes differ"):
+        db.errors([1.0, 2.0], [1.0])
+    table = db.exactness_markdown({"stream/fp16/5": [{"mel": e, "wav": db.errors([1.0], [1.0])}]})
+    assert "| stream/fp16/5 | 0 | 0.5 | 0.125 | 0.1 | 0 | 0 | 0 |" in table
+    parts = db.parts_markdown({"nonstream/fp16/5/graph": {"n": 3, "total_ms": 90.0, "encoder_ms": 20.0, "cfm_ms": 45.0,
+                                                          "hift_ms": 18.0, "rest_ms": 7.0}})
+    assert "| nonstream/fp16/5/graph | 3 | 90.0 | 20.0 | 45.0 | 18.0 | 7.0 |" in parts
 
 
 def test_rotate_changes_who_goes_first():

@@ -87,8 +87,13 @@ def test_patched_cli_parses_the_new_flags(real):
     assert (defaults.data_type, defaults.flow_steps, defaults.load_trt, defaults.load_jit) == ("bfloat16", 5, True, False)
     args = parser.parse_args(["--load_trt", "False", "--load_jit", "yes", "--flow_steps", "50", "--data_type", "fp16"])
     assert (args.load_trt, args.load_jit, args.flow_steps, args.data_type) == (False, True, 50, "fp16")
+    assert (defaults.flow_cuda_graph, defaults.flow_cuda_graph_max_frames) == (True, 1500)
+    args = parser.parse_args(["--flow_cuda_graph", "false", "--flow_cuda_graph_max_frames", "650"])
+    assert (args.flow_cuda_graph, args.flow_cuda_graph_max_frames) == (False, 650)
     for bad in (["--flow_steps", "0"], ["--flow_steps", "51"], ["--flow_steps", "five"],
-                ["--load_trt", "maybe"], ["--load_trt", ""], ["--data_type", "int8"]):
+                ["--load_trt", "maybe"], ["--load_trt", ""], ["--data_type", "int8"], ["--flow_cuda_graph", "on"],
+                ["--flow_cuda_graph_max_frames", "75"], ["--flow_cuda_graph_max_frames", "3050"],
+                ["--flow_cuda_graph_max_frames", "0"], ["--flow_cuda_graph_max_frames", "many"]):
         with pytest.raises(SystemExit) as caught:
             parser.parse_args(bad)
         assert caught.value.code == 2, bad

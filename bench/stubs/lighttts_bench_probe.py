@@ -7,7 +7,8 @@ Each process appends JSON lines to DIR/probe-<tag>-<pid>.jsonl, tag = $LIGHTTTS_
 - decode_init   CosyVoice2Model.__init__ (decode process): fp16, the flow_steps argument if any, the
                 flow's flow_steps attribute after init (absent upstream)
 - t2w           one token2wav call: start time, seconds (device synchronized at the end, as the caller's
-                .cpu() would), estimator forward calls during the call (= Euler steps; CFG is batch 2
+                .cpu() would), estimator calls during the call, eager forwards plus CUDA-graph replays
+                (`graphed`, the flow-cuda-graph patch) (= Euler steps; CFG is batch 2
                 inside one call), tokens, prompt tokens, token offset, stream, finalize, samples out,
                 flow parameter dtype, flow.flow_steps (fs), the request id (req: token2wav's uuid, which
                 LightTTS sets to the request id) and the flow_steps keyword the call got (steps_req: the
@@ -165,6 +166,8 @@ def patch_cosyvoice_model(mod) -> None:
         flow = getattr(self, "flow", None)
         _count_estimator_calls(getattr(getattr(flow, "decoder", None), "estimator", None))
         _state["est_calls"] = 0
+        # flow-cuda-graph patch: a replayed estimator step runs no forward hook; the CFM counts its replays
+        replays = getattr(getattr(flow, "decoder", None), "graph_replays", 0)
         t_start = time.time()
         t0 = time.perf_counter()
         out = token2wav(self, token, prompt_token, prompt_feat, embedding, token_offset, uuid, *args, **kwargs)
@@ -172,7 +175,8 @@ def patch_cosyvoice_model(mod) -> None:
         dur = time.perf_counter() - t0
         stream = kwargs.get("stream", args[0] if len(args) > 0 else False)
         finalize = kwargs.get("finalize", args[1] if len(args) > 1 else False)
-        emit("t2w", t=t_start, dur=dur, est=_state["est_calls"], tokens=_shape(token), prompt=_shape(prompt_token),
+        graphed = getattr(getattr(flow, "decoder", None), "graph_replays", 0) - replays
+        emit("t2w", t=t_start, dur=dur, est=_state["est_calls"] + graphed, graphed=graphed, tokens=_shape(token), prompt=_shape(prompt_token),
              offset=int(token_offset), stream=bool(stream), finalize=bool(finalize), samples=_shape(out),
              flow_dtype=_param_dtype(flow), fs=getattr(flow, "flow_steps", None), req=uuid,
              steps_req=kwargs.get("flow_steps"))
