@@ -235,11 +235,13 @@ phase_decode() {
     fi
     phase_setup || return 1
     local reps=${DECODE_REPS:-12} sreps=${DECODE_STREAM_REPS:-3}
+    # DECODE_STEPS / DECODE_PRECISIONS narrow the grid when a call has little time (eager and graphed,
+    # exactness and per-part timings are always in it)
     say "decode bench on the patched checkout (${reps} non-stream, ${sreps} stream repetitions per config)"
-    python3 "$REPO/bench/decode_bench.py" "$PATCHED" "$MODEL" --steps 10,8,5,3 --precisions fp16,bf16 \
-        --modes nonstream,stream --tokens 250 --reps "$reps" --stream-reps "$sreps" --stream-warmup 1 \
-        --out "$OUT/decode.json" \
-        2>&1 | grep -v -i warning
+    python3 "$REPO/bench/decode_bench.py" "$PATCHED" "$MODEL" --steps "${DECODE_STEPS:-10,8,5,3}" \
+        --precisions "${DECODE_PRECISIONS:-fp16,bf16}" --modes nonstream,stream --tokens 250 --reps "$reps" \
+        --stream-reps "$sreps" --stream-warmup 1 --parts-reps "${DECODE_PARTS_REPS:-3}" \
+        --out "$OUT/decode.json" 2>&1 | grep -v -i warning
 }
 
 # --------------------------------------------------------------------------- serving as a user does
