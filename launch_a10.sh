@@ -218,13 +218,13 @@ use_sizes() { # CLASS: each size from the environment, else from CLASS
 
 # The memory model: mem_estimate below; docs/launcher.md ("Where the memory goes") derives each term
 # with file:line. "measured" = on an H100 80GB, torch 2.11, 30bc57b patched, random weights
-# (results/2026-11-24-h100); the constants that need a GPU are refined there (integrator fills).
-MEM_LLM_FIXED_MIB=867    # LLM process beyond its tensors (CUDA context, cuBLAS, Triton): measured 10546 minus 9679 computed (integrator fills)
-MEM_DECODE_MIB=2108      # decode process (flow + HiFT) serving 8 s requests, no TensorRT: measured (integrator fills)
+# (results/2026-11-24-h100, results/2026-11-25-h100).
+MEM_LLM_FIXED_MIB=903    # LLM process beyond its tensors (CUDA context, cuBLAS, Triton): measured 6352 at start with the 24g sizes minus 5449 computed (2026-11-25; 867 on 2026-11-24)
+MEM_DECODE_MIB=2108      # decode process (flow + HiFT) serving 8 s requests, no TensorRT, no flow CUDA graphs: measured; with the graphs (0006) it measured 2860 at start, 2938 at peak, within the frame term below
 MEM_DECODE_LOAD_MIB=1929 # 30bc57b's decode start-up reads llm.pt (505.8 M fp32 parameters) onto the GPU, then drops it: from the code
-MEM_TRT_ENGINE_MIB=1024  # TensorRT estimator engine and its activations at 3000 mel frames: estimate (integrator fills)
+MEM_TRT_ENGINE_MIB=1024  # TensorRT estimator engine and its activations at 3000 mel frames: estimate (no TensorRT on the GPU machine)
 MEM_TRT_BUILD_MIB=4096   # building the plan on the first start: the builder's 4 GiB workspace limit: from the code
-MEM_ENCODE_MIB=1536      # encode process: 612 measured (CUDA context, CPU onnxruntime) + ~900 for onnxruntime-gpu: estimate (integrator fills)
+MEM_ENCODE_MIB=1536      # encode process: 612 measured (CUDA context, CPU onnxruntime; again on 2026-11-25) + ~900 for onnxruntime-gpu: estimate
 MEM_MARGIN_PCT=10        # allocator fragmentation and what the model leaves out
 
 cuda_blocks() { # COUNT BYTES: add to mem_estimate's acc what PyTorch's caching allocator reserves for COUNT such tensors
