@@ -668,6 +668,26 @@ def test_estimate_agrees_with_measured_starts(rig: Rig, env: dict[str, str], bud
                   GRAPH_MAX_LEN_IN_BATCH="32768", **env)
 
 
+# What the LLM process held once live, measured through the launcher with 24 GiB free on an H100
+# (2026-11-25, results/2026-11-25-h100 call2.log / call4-memory.json; bf16, graph length set by the sizes).
+MEASURED_LIVE_LLM = [
+    pytest.param({"MAX_TOTAL_TOKEN_NUM": "65536", "MAX_REQ_TOTAL_LEN": "4096", "BATCH_MAX_TOKENS": "4096",
+                  "GRAPH_MAX_BATCH_SIZE": "32", "GRAPH_MAX_LEN_IN_BATCH": "4096"}, 7940, id="65536/4096/32/4096"),
+    pytest.param({}, 6352, id="the 24g class"),
+]
+
+
+@pytest.mark.parametrize("env, llm_mib", MEASURED_LIVE_LLM)
+def test_estimate_of_the_llm_process_matches_measured_live_servers(rig: Rig, env: dict[str, str], llm_mib: int):
+    rig.set_gpus("NVIDIA H100 80GB HBM3, 9.0, 81559, 24576")
+    r = rig.run("--dry-run", "--size", "24g", LOAD_TRT="false", **env)
+    assert r.returncode == 0, r.stderr
+    parts = estimate(r.stderr)
+    assert abs(parts["llm"] - llm_mib) <= 0.02 * llm_mib, (parts, llm_mib)
+    # the whole server peaked at 10242 MiB under load in the 24g class: the estimate stays above it
+    assert 10242 < parts["need"] <= 24576
+
+
 def test_8gb_gpu_refused(rig: Rig):
     rig.set_gpus(GPU_8GB)
     err = rig.fails("--profile", "fp16", expect=[
