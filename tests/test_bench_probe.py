@@ -26,7 +26,8 @@ sys.path.insert(0, str(REPO))
 from bench import probe_report  # noqa: E402
 from conftest import UPSTREAM_VARIABLES, upstream_checkout  # noqa: E402
 
-FAKE_COSYVOICE_MODEL = '''
+# The decode side both fake models share: an estimator whose calls the probe counts.
+FAKE_ESTIMATOR = '''
 class Estimator:
     def forward(self, x):
         return x
@@ -36,7 +37,9 @@ class Estimator:
 class Decoder:
     def __init__(self):
         self.estimator = Estimator()
+'''
 
+FAKE_COSYVOICE_MODEL = FAKE_ESTIMATOR + '''
 class Flow:
     def __init__(self, steps):
         self.decoder = Decoder()
@@ -423,19 +426,7 @@ def test_every_class_the_probe_hooks_exists_in_the_real_upstream(variable):
     assert ids_name in {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
 
 
-FAKE_PER_REQUEST_MODEL = '''
-import os
-
-class Estimator:
-    def forward(self, x):
-        return x
-    def __call__(self, x):
-        return self.forward(x)
-
-class Decoder:
-    def __init__(self):
-        self.estimator = Estimator()
-
+FAKE_PER_REQUEST_MODEL = 'import os\n' + FAKE_ESTIMATOR + '''
 class Flow:
     def __init__(self, steps):
         self.decoder = Decoder()
