@@ -28,7 +28,8 @@ Axes:
 
 Two passes after the timing, each eager and graph on the same inputs with the RNG seeded per call (HiFT
 draws noise): exactness (max abs and relative error of the mel and the waveform, graph vs eager, for the
-non-streaming call and every streaming chunk) and parts (flow encoder, CFM = estimator steps, HiFT and the
+non-streaming call and every streaming chunk, at --tokens and again one token short, where the non-streaming
+call and the final chunk are not a multiple of the 50-frame bucket and the graph pads them) and parts (flow encoder, CFM = estimator steps, HiFT and the
 rest, each bracketed by a device synchronize, so the parts' sum exceeds the unbracketed time).
 
 Configs run round-robin (the order rotates every repetition) after warm-up; medians and quartiles.
@@ -40,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import math
 import os
@@ -176,12 +178,13 @@ def markdown(stats: dict[str, dict], audio_s: float) -> str:
 
 
 def exactness_markdown(exactness: dict) -> str:
-    lines = ["| config | call | mel max abs | mel max rel | mel rel L2 | wav max abs | wav max rel | wav rel L2 |",
-             "|" + "---|" * 8]
+    lines = ["| config | call | mel frames | mel max abs | mel max rel | mel rel L2 | wav max abs | wav max rel "
+             "| wav rel L2 |", "|" + "---|" * 9]
     for config, calls in exactness.items():
         for i, c in enumerate(calls):
             m, w = c["mel"], c["wav"]
-            lines.append(f"| {config} | {i} | {m['max_abs']:.3g} | {_g(m['max_rel'])} | {_g(m['rel_l2'])} "
+            lines.append(f"| {config} | {i} | {c.get('frames', '')} | {m['max_abs']:.3g} | {_g(m['max_rel'])} "
+                         f"| {_g(m['rel_l2'])} "
                          f"| {w['max_abs']:.3g} | {_g(w['max_rel'])} | {_g(w['rel_l2'])} |")
     return "\n".join(lines) + "\n"
 
@@ -356,7 +359,8 @@ def run(checkout: Path, model_dir: Path, steps: list[int], precisions: list[str]
 
     counter = {"rid": 0}
 
-    def utterance(mode, prec, s, flow, seeded=False):
+    def utterance(mode, prec, s, flow, seeded=False, tokens=None):
+        tokens = tokens or n_tokens
         model = variants[prec]
         if patched:
             model.flow.flow_steps = s
@@ -367,8 +371,8 @@ def run(checkout: Path, model_dir: Path, steps: list[int], precisions: list[str]
         rid = counter["rid"]
         torch.cuda.synchronize()
         calls, ests, replayed, wavs, samples = [], [], [], [], 0
-        plan = ([{"prefix": n_tokens, "token_offset": 0, "finalize": True}] if mode == "nonstream"
-                else stream_schedule(n_tokens, prompt_tokens))
+        plan = ([{"prefix": tokens, "token_offset": 0, "finalize": True}] if mode == "nonstream"
+                else stream_schedule(tokens, prompt_tokens))
         with precision_ctx(prec), torch.no_grad():
             for i, c in enumerate(plan):
                 if seeded:
@@ -404,14 +408,16 @@ def run(checkout: Path, model_dir: Path, steps: list[int], precisions: list[str]
     if "graph" in flows:
         for mode in modes:
             for prec in precisions:
-                for s in exact_steps:
+                # one token short, the non-streaming call and the final chunk are not a multiple of the
+                # 50-frame bucket (75 prompt tokens + 250 = 650 frames), so the graph pads them
+                for s, (tokens, tag) in itertools.product(exact_steps, ((n_tokens, ""), (n_tokens - 1, "/padded"))):
                     runs = {}
                     for flow in ("eager", "graph"):
                         probe["mel"] = []
-                        res = utterance(mode, prec, s, flow, seeded=True)
+                        res = utterance(mode, prec, s, flow, seeded=True, tokens=tokens)
                         runs[flow] = (probe["mel"], res["wavs"])
                         probe["mel"] = None
-                    exactness[f"{mode}/{prec}/{s}"] = [
+                    exactness[f"{mode}/{prec}/{s}{tag}"] = [
                         {"mel": errors(me, mg), "wav": errors(we, wg), "frames": int(me.shape[-1])}
                         for me, mg, we, wg in zip(runs["eager"][0], runs["graph"][0], runs["eager"][1], runs["graph"][1])]
         log("[decode] exactness pass done")

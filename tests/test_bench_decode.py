@@ -132,8 +132,8 @@ def test_errors_of_graph_against_eager():
     assert db.errors([0.0], [0.0])["max_rel"] is None  # no scale: no ratio invented
     with pytest.raises(ValueError, match="shapes differ"):
         db.errors([1.0, 2.0], [1.0])
-    table = db.exactness_markdown({"stream/fp16/5": [{"mel": e, "wav": db.errors([1.0], [1.0])}]})
-    assert "| stream/fp16/5 | 0 | 0.5 | 0.125 | 0.1 | 0 | 0 | 0 |" in table
+    table = db.exactness_markdown({"stream/fp16/5/padded": [{"mel": e, "wav": db.errors([1.0], [1.0]), "frames": 648}]})
+    assert "| stream/fp16/5/padded | 0 | 648 | 0.5 | 0.125 | 0.1 | 0 | 0 | 0 |" in table
     parts = db.parts_markdown({"nonstream/fp16/5/graph": {"n": 3, "total_ms": 90.0, "encoder_ms": 20.0, "cfm_ms": 45.0,
                                                           "hift_ms": 18.0, "rest_ms": 7.0}})
     assert "| nonstream/fp16/5/graph | 3 | 90.0 | 20.0 | 45.0 | 18.0 | 7.0 |" in parts
