@@ -529,6 +529,50 @@ def test_a_request_added_during_the_scan_does_not_end_handle_loop(patched):
         assert isinstance(error, RuntimeError) and "changed size during iteration" in str(error)
 
 
+class OneSlotQueue(OutQueue):
+    """The shared-memory chunk queue when it is full: peek() gives a view of the head slot, and once
+    pop_no_ret() frees that slot the decode process may write its next chunk into it."""
+
+    def __init__(self, chunk: "Audio") -> None:
+        super().__init__()
+        self.items.append((chunk, 0, False))
+        self.freed = False
+
+    def pop_no_ret(self) -> None:
+        super().pop_no_ret()
+        self.freed = True
+
+
+def streamed_chunk_when_the_slot_is_reused(namespace: dict) -> list:
+    """handle_loop takes a chunk, then waits on the request's lock (its handler is sending); meanwhile
+    the decode process writes the next chunk into the slot the scan freed. What did the client get?"""
+    server = Server(namespace)
+    req, status = server.add(2, stream=True)
+    slot = Audio([0.1, 0.2])
+    req.out_tokens_queue = queue = OneSlotQueue(slot)
+    status.lock = gate = Gate()
+
+    async def scenario(loop_task):
+        await asyncio.wait_for(gate.reached.wait(), 5)
+        if queue.freed:
+            slot[:] = [9.0, 9.0]  # the decode process: the next chunk, into the freed slot
+        gate.opened.set()
+        await asyncio.sleep(0.2)
+
+    asyncio.run(server.run(scenario))
+    return [list(item[0]) for item in status.out_data_info_list]
+
+
+def test_a_streamed_chunk_is_copied_before_its_slot_is_freed(patched):
+    pin, root = patched
+    req_py = (root / "light_tts/server/core/objs/req.py").read_text()
+    path = "light_tts/server/httpserver/manager.py"
+    assert streamed_chunk_when_the_slot_is_reused(httpserver((root / path).read_text(), req_py)) == [[0.1, 0.2]]
+    if pin.name == "30bc57b":  # as upstream ships it, the client gets the next chunk in this one's place
+        pinned = httpserver(pinned_text(pin, root, path), req_py)
+        assert streamed_chunk_when_the_slot_is_reused(pinned) == [[9.0, 9.0]]
+
+
 def released_after_abort(manager_py: str, req_py: str) -> list:
     """A non-streaming request aborted before decoding (tts_encode/manager.py:95-99 marks it releasable)."""
     server = Server(httpserver(manager_py, req_py))
