@@ -132,39 +132,38 @@ phase_setup() {
 
 alive() { [ -f "$WORK/$1.pid" ] && kill -0 "$(cat "$WORK/$1.pid")" 2>/dev/null; }
 
-# Every name a server may have been started under (any BASE), so stop finds them all.
-ALL_SERVERS=(unpatched patched-fp16 patched)
+# Every server this machine has started (spawn_server writes NAME.port), so stop finds them all.
+ALL_SERVERS=()
 for f in "$WORK"/*.port; do [ -f "$f" ] && f=${f##*/} && ALL_SERVERS+=("${f%.port}"); done
 
 gpu_apps() { nvidia-smi --query-compute-apps=pid,used_memory --format=csv,noheader; }
 
 live() { python3 "$REPO/bench/tts_load.py" wait --server "x=$1" --timeout 1 >/dev/null 2>&1; }
 
+spawn_server() {  # NAME DIR PORT COMMAND...: run COMMAND in DIR as server NAME, in the background
+    local name=$1 dir=$2 port=$3; shift 3
+    echo "$port" > "$WORK/$name.port"
+    # exec: the background subshell becomes the server itself (setsid makes it the leader of a new
+    # session and process group), so the pid file names the group that stop kills, and no wrapper
+    # process is left holding this script's stdout.
+    (cd "$dir" && exec env LIGHTTTS_BENCH_TAG="$name" LIGHTTTS_BENCH_PROBE_DIR="$PROBE" "$@" \
+        >> "$LOGS/$name.log" 2>&1 < /dev/null) &
+    echo $! > "$WORK/$name.pid"
+    mark "launch $name pgid $(cat "$WORK/$name.pid")"
+}
+
 start_one() {  # name checkout port args...
     local name=$1 checkout=$2 port=$3; shift 3
     if alive "$name" && live "http://127.0.0.1:$port"; then say "$name already up"; return 0; fi
     say "starting $name on port $port: $*"
-    # exec: the background subshell becomes the server itself (setsid makes it the leader of a new
-    # session and process group), so the pid file names the group that phase_stop kills, and no wrapper
-    # process is left holding this script's stdout.
-    (cd "$checkout" && export LIGHTTTS_BENCH_TAG="$name" LIGHTTTS_BENCH_PROBE_DIR="$PROBE" &&
-        exec setsid python3 -m light_tts.server.api_server --model_dir "$MODEL" --port "$port" \
-        "${COMMON_ARGS[@]}" "$@" >> "$LOGS/$name.log" 2>&1 < /dev/null) &
-    echo $! > "$WORK/$name.pid"
+    spawn_server "$name" "$checkout" "$port" setsid python3 -m light_tts.server.api_server --model_dir "$MODEL" \
+        --port "$port" "${COMMON_ARGS[@]}" "$@"
 }
 
 phase_start() {
     start_one "$BASE" "$BASE_CHECKOUT" "$U_PORT" "${U_ARGS[@]}"
     start_one patched "$PATCHED" "$P_PORT" "${P_ARGS[@]}"
-    local t=0 n
-    while ! { live "$U_URL" && live "$P_URL"; }; do
-        for n in "$BASE" patched; do
-            if ! alive "$n"; then say "$n died during start-up; log tail:"; tail -40 "$LOGS/$n.log"; return 1; fi
-        done
-        if [ "$t" -ge 420 ]; then say "servers not live after ${t}s"; tail -20 "$LOGS"/*.log; return 1; fi
-        sleep 5; t=$((t + 5))
-    done
-    say "both servers live (waited ${t}s)"
+    wait_live "$BASE" patched || { tail -20 "$LOGS"/*.log; return 1; }
     nvidia-smi --query-gpu=memory.used,memory.total --format=csv,noheader > "$WORK/gpu_mem_after_start.txt"
     gpu_apps >> "$WORK/gpu_mem_after_start.txt"
     cat "$WORK/gpu_mem_after_start.txt"
@@ -202,24 +201,26 @@ phase_report() {
     ls -la "$OUT"
 }
 
-phase_stop() {
+stop_servers() {  # NAME...: SIGTERM each server's process group, then SIGKILL what is left of it
     local n pid
-    for n in "${ALL_SERVERS[@]}"; do
-        if alive "$n"; then
-            pid=$(cat "$WORK/$n.pid")
-            say "stopping $n (process group $pid)"
-            kill -TERM -- "-$pid" 2>/dev/null
-        fi
+    for n in "$@"; do
+        [ -f "$WORK/$n.pid" ] || continue
+        pid=$(cat "$WORK/$n.pid")
+        say "stopping $n (process group $pid)"; mark "stop $n"
+        kill -TERM -- "-$pid" 2>/dev/null
     done
     sleep 8
     # The group leader may exit on SIGTERM while LightTTS's spawned model processes linger in its
     # process group: kill the whole group whether or not the leader is still there.
-    for n in "${ALL_SERVERS[@]}"; do
+    for n in "$@"; do
         if [ -f "$WORK/$n.pid" ]; then kill -KILL -- "-$(cat "$WORK/$n.pid")" 2>/dev/null; fi
         rm -f "$WORK/$n.pid"
     done
-    # gunicorn and spawned children are in the same session; make sure nothing holds the GPU
-    sleep 2
+    sleep 2  # gunicorn and spawned children are in the same session; let the GPU go
+}
+
+phase_stop() {
+    stop_servers "${ALL_SERVERS[@]}"
     local left_on_gpu
     left_on_gpu=$(gpu_apps)
     if [ -n "$left_on_gpu" ]; then say "still on the GPU after stop:"; echo "$left_on_gpu"; fi
@@ -310,13 +311,9 @@ phase_launch() {  # NAME CK PROFILE PORT
     name_free "$name" || return 1
     ck=$(checkout_of "${2:?}") || return 1
     say "launching $name: LIGHTTTS_DIR=$ck launch_a10.sh --profile $profile (PORT=$port LOAD_TRT=false ${LAUNCH_ENV:-})"
-    echo "$port" > "$WORK/$name.port"
     # shellcheck disable=SC2086 # LAUNCH_ENV / LAUNCH_ARGS are lists of words
-    (cd "$REPO" && exec env LIGHTTTS_BENCH_TAG="$name" LIGHTTTS_BENCH_PROBE_DIR="$PROBE" LIGHTTTS_DIR="$ck" MODEL_DIR="$MODEL" LOAD_TRT=false HOST=127.0.0.1 PORT="$port" ${LAUNCH_ENV:-} \
-        setsid bash "$REPO/launch_a10.sh" --profile "$profile" ${LAUNCH_ARGS:+-- $LAUNCH_ARGS} \
-        >> "$LOGS/$name.log" 2>&1 < /dev/null) &
-    echo $! > "$WORK/$name.pid"
-    mark "launch $name pgid $(cat "$WORK/$name.pid")"
+    spawn_server "$name" "$REPO" "$port" LIGHTTTS_DIR="$ck" MODEL_DIR="$MODEL" LOAD_TRT=false HOST=127.0.0.1 \
+        PORT="$port" ${LAUNCH_ENV:-} setsid bash "$REPO/launch_a10.sh" --profile "$profile" ${LAUNCH_ARGS:+-- $LAUNCH_ARGS}
 }
 
 phase_direct() {  # NAME CK PORT: the sizes launch_a10.sh would pass, for a server it cannot start
@@ -334,13 +331,10 @@ keep = ("--max_total_token_num", "--max_req_total_len", "--batch_max_tokens", "-
 print(" ".join(f"{w} {words[i + 1]}" for i, w in enumerate(words) if w in keep))') || return 1
     [ -n "$sizes" ] || { say "could not read the launcher's sizes"; return 1; }
     say "starting $name directly with the launcher's sizes: $sizes ${trt[*]}"
-    echo "$port" > "$WORK/$name.port"
     # shellcheck disable=SC2086 # $sizes is a list of flags
-    (cd "$ck" && exec env LIGHTTTS_BENCH_TAG="$name" LIGHTTTS_BENCH_PROBE_DIR="$PROBE" \
-        PYTHONPATH="$ck:$ck/cosyvoice:$ck/third_party/Matcha-TTS:$PYTHONPATH" setsid python3 -m light_tts.server.api_server --model_dir "$MODEL" --host 127.0.0.1 --port "$port" \
-        $sizes "${trt[@]}" >> "$LOGS/$name.log" 2>&1 < /dev/null) &
-    echo $! > "$WORK/$name.pid"
-    mark "launch $name pgid $(cat "$WORK/$name.pid")"
+    spawn_server "$name" "$ck" "$port" PYTHONPATH="$ck:$ck/cosyvoice:$ck/third_party/Matcha-TTS:$PYTHONPATH" \
+        setsid python3 -m light_tts.server.api_server --model_dir "$MODEL" --host 127.0.0.1 --port "$port" \
+        $sizes "${trt[@]}"
 }
 
 phase_memwatch() {  # SECONDS: GPU memory of every compute process, host RSS of every process group
@@ -414,13 +408,7 @@ phase_soak() {  # NAME
     mark "soak-end $1"
 }
 
-phase_stopone() {
-    local n=${1:?}
-    [ -f "$WORK/$n.pid" ] || return 0
-    say "stopping $n"; mark "stop $n"
-    kill -TERM -- "-$(cat "$WORK/$n.pid")" 2>/dev/null; sleep 6
-    kill -KILL -- "-$(cat "$WORK/$n.pid")" 2>/dev/null; rm -f "$WORK/$n.pid"; sleep 2
-}
+phase_stopone() { stop_servers "${1:?}"; }
 
 phase_memreport() {
     [ -f "$WORK/mem.csv" ] || { say "no mem.csv"; return 0; }
