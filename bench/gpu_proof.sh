@@ -32,6 +32,7 @@
 #   smoke:NAME           zero-shot requests, streaming and not
 #   steps:NAME           per-request flow_steps 3, 5 and 10 interleaved, and invalid values (HTTP 400)
 #   lost:NAME,...        non-streaming concurrency 16, LOST_REQUESTS (320) requests per server, interleaved
+#   c1:NAME,...          streaming and non-streaming at concurrency 1, interleaved (TTFA and RTF, C1_ROUNDS)
 #   ladder:NAME,...      streaming at concurrency 1..16 (LADDER_CELLS), to find where RTF p50 passes 1
 #   soak:NAME            mixed streaming / non-streaming load at concurrency 8 for up to SOAK_S (540) seconds
 #   stopone:NAME         stop one server
@@ -391,6 +392,10 @@ phase_lost() {  # NAMES: lost or failed non-streaming responses at concurrency 1
 phase_ladder() {  # NAMES: 8-second streams at rising concurrency, servers interleaved (issue 11's ladder)
     load_run "ladder" "$1" "${LADDER_CELLS:-stream:1:2,stream:2:1,stream:4:1,stream:6:1,stream:8:1,stream:12:1,stream:16:1}" \
         "${LADDER_ROUNDS:-2}"
+}
+
+phase_c1() {  # NAMES: TTFA and RTF of one request at a time, both modes, servers interleaved (issue 11)
+    load_run "c1" "$1" "stream:1:3,nonstream:1:3" "${C1_ROUNDS:-3}"
 }
 
 phase_soak() {  # NAME
