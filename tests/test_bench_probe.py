@@ -273,12 +273,14 @@ def test_torchaudio_shim_reads_wav_like_torchaudio(tmp_path):
     assert p.returncode == 0 and "ok" in p.stdout, p.stderr
 
 
-def test_stubs_for_tn_and_pyworld(tmp_path):
+def test_stubs_for_tn_wetext_and_pyworld(tmp_path):
     code = '''
         from tn.chinese.normalizer import Normalizer as Zh
         from tn.english.normalizer import Normalizer as En
         assert Zh(remove_erhua=False, full_to_half=False, overwrite_cache=True).normalize("一 2") == "一 2"
         assert En().normalize("3 apples") == "3 apples"
+        from wetext import Normalizer  # ad1c76e's frontend
+        assert Normalizer(remove_erhua=False).normalize("一 2") == "一 2"
         import pyworld
         try:
             pyworld.harvest
