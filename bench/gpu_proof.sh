@@ -36,6 +36,8 @@
 #   ladder:NAME,...      streaming at concurrency 1..16 (LADDER_CELLS), to find where RTF p50 passes 1
 #   soak:NAME            mixed streaming / non-streaming load at concurrency 8 for up to SOAK_S (540) seconds
 #   stopone:NAME         stop one server
+#   bundle               pack $OUT into $OUT/bundle.tar.gz when it holds more than 8 files (the device tool
+#                        returns at most 8 a call and silently leaves the rest out); a call's last phase
 #
 # Inputs (git-ignored, carried to the device): .whl/ (wheels) and .up/: either repos.tar, make-checkout.sh
 # and gpu-budget.py copied from ../shared (setup then builds real git checkouts u30 = 30bc57b, p30 =
@@ -414,6 +416,15 @@ phase_soak() {  # NAME
 }
 
 phase_stopone() { stop_servers "${1:?}"; }
+
+phase_bundle() {
+    local files n
+    mapfile -t files < <(cd "$OUT" && find . -type f ! -name bundle.tar.gz | sed 's|^\./||' | sort)
+    n=${#files[@]}
+    [ "$n" -gt 8 ] || { say "bundle: $n files in $OUT, all come back"; return 0; }
+    tar -C "$OUT" -czf "$OUT/bundle.tar.gz" "${files[@]}" && (cd "$OUT" && rm -f "${files[@]}") || return 1
+    say "bundle: $n files packed into bundle.tar.gz"
+}
 
 phase_memreport() {
     [ -f "$WORK/mem.csv" ] || { say "no mem.csv"; return 0; }

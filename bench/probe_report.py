@@ -282,11 +282,16 @@ def summarize_memory(rows, marks, probe_events) -> dict:
             end = end if end is not None else max(t for t, *_ in rows)
             g = [(t, v) for t, v in tot if start <= t <= end]
             h = [(t, v) for t, v in host if start <= t <= end]
+            # A load change early in the soak steps the caching allocator up once; the last half's slope
+            # tells that step from a steady growth.
+            mid = start + (end - start) / 2
             s["soak"] = {"seconds": end - start, "samples": len(g),
                          "gpu_first_mib": g[0][1] if g else None, "gpu_last_mib": g[-1][1] if g else None,
                          "gpu_max_mib": max((v for _, v in g), default=None), "gpu_mib_per_min": slope_per_min(g),
+                         "gpu_mib_per_min_last_half": slope_per_min([p for p in g if p[0] >= mid]),
                          "host_first_mib": h[0][1] if h else None, "host_last_mib": h[-1][1] if h else None,
-                         "host_max_mib": max((v for _, v in h), default=None), "host_mib_per_min": slope_per_min(h)}
+                         "host_max_mib": max((v for _, v in h), default=None), "host_mib_per_min": slope_per_min(h),
+                         "host_mib_per_min_last_half": slope_per_min([p for p in h if p[0] >= mid])}
         out[name] = s
     return out
 
@@ -303,9 +308,10 @@ def memory_markdown(mem: dict) -> str:
         if s["soak"]:
             k = s["soak"]
             text += (f"\nsoak {name}: {k['seconds']} s, {k['samples']} samples; GPU {k['gpu_first_mib']} -> "
-                     f"{k['gpu_last_mib']} MiB (max {k['gpu_max_mib']}, {k['gpu_mib_per_min']} MiB/min); host RSS "
-                     f"{k['host_first_mib']} -> {k['host_last_mib']} MiB (max {k['host_max_mib']}, "
-                     f"{k['host_mib_per_min']} MiB/min)\n")
+                     f"{k['gpu_last_mib']} MiB (max {k['gpu_max_mib']}, {k['gpu_mib_per_min']} MiB/min, last half "
+                     f"{k['gpu_mib_per_min_last_half']}); host RSS {k['host_first_mib']} -> {k['host_last_mib']} MiB "
+                     f"(max {k['host_max_mib']}, {k['host_mib_per_min']} MiB/min, last half "
+                     f"{k['host_mib_per_min_last_half']})\n")
     return text
 
 

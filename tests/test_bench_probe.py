@@ -359,6 +359,24 @@ def test_memory_report_per_server_process_and_soak_growth(tmp_path):
     assert "| p | llm 101 | 5002.0 | 5009.0 |" in md and "soak p: 40 s, 5 samples" in md
 
 
+def test_soak_last_half_slope_tells_a_step_from_growth(tmp_path):
+    """One step up early in the soak (a heavier load joins) is in the whole-soak slope, not in the last half's;
+    a steady host growth is in both."""
+    from bench import probe_report
+    mem = tmp_path / "mem.csv"
+    rows = []
+    for i, t in enumerate(range(1000, 1200, 10)):
+        rows += [f"{t},gpu,101,100,{7000 if t < 1040 else 7700}", f"{t},host,-,100,{9000 + 6 * i}"]
+    mem.write_text("\n".join(rows) + "\n")
+    events = tmp_path / "events.log"
+    events.write_text("990 launch p pgid 100\n1000 live p\n1000 soak-start p\n1190 soak-end p\n")
+    got = probe_report.summarize_memory(probe_report.read_mem(str(mem)), probe_report.read_marks(str(events)), [])
+    soak = got["p"]["soak"]
+    assert soak["gpu_mib_per_min"] > 100 and soak["gpu_mib_per_min_last_half"] == 0
+    assert soak["host_mib_per_min"] == pytest.approx(36.0) and soak["host_mib_per_min_last_half"] == pytest.approx(36.0)
+    assert "last half 0.0" in probe_report.memory_markdown(got)
+
+
 def test_probe_says_loudly_when_a_hooked_class_or_method_is_missing(tmp_path):
     tree = make_fake_tree(tmp_path / "tree")
     model = tree / "cosyvoice/cli/model.py"
