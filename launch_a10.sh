@@ -11,7 +11,7 @@
 #                 80g (A100/H100 80GB); auto (default): the class of the GPU's total memory
 #   --download    fetch iic/CosyVoice2-0.5B into MODEL_DIR with modelscope first
 # Environment (explicit values win over the profile and the size): LIGHTTTS_DIR (required), MODEL_DIR, HOST,
-#   PORT, FLOW_STEPS, DATA_TYPE, LOAD_TRT, CUDA_VISIBLE_DEVICES, MAX_TOTAL_TOKEN_NUM, MAX_REQ_TOTAL_LEN,
+#   PORT, FLOW_STEPS, DATA_TYPE, LOAD_TRT, CUDA_VISIBLE_DEVICES, SIZE, MAX_TOTAL_TOKEN_NUM, MAX_REQ_TOTAL_LEN,
 #   BATCH_MAX_TOKENS, GRAPH_MAX_BATCH_SIZE, GRAPH_MAX_LEN_IN_BATCH, MEM_CHECK, PYTHON. See docs/launcher.md.
 set -euo pipefail
 
@@ -376,11 +376,10 @@ mem_advice() { # -> advice: which sizes to lower, and to what, so that the estim
 }
 
 if [[ -n $mem_free ]] && ((mem_need > mem_free)); then
-  need=$mem_need parts=$mem_parts
   mem_advice
   others=''
   ((mem_total - mem_free < 1024)) || others=" (other processes hold $((mem_total - mem_free)) MiB of it)"
-  message="GPU $gpu ('$gpu_name') has $mem_free MiB free of $mem_total MiB$others, but this configuration needs about $need MiB: $parts (size class $size_class; docs/launcher.md explains each part). To fit, $advice"
+  message="GPU $gpu ('$gpu_name') has $mem_free MiB free of $mem_total MiB$others, but this configuration needs about $mem_need MiB: $mem_parts (size class $size_class; docs/launcher.md explains each part). To fit, $advice"
   if [[ $MEM_CHECK == on ]]; then
     die "$message; or free GPU memory. MEM_CHECK=off starts anyway."
   fi

@@ -69,8 +69,6 @@ PROBE=$WORK/probe
 LOGS=$WORK/logs
 U_PORT=18080
 P_PORT=18081
-U_URL=http://127.0.0.1:$U_PORT
-P_URL=http://127.0.0.1:$P_PORT
 # Same server arguments for both, except what the patches add. --load_trt '' is the only way to say
 # false on unpatched 30bc57b (type=bool); the patched parser takes false.
 COMMON_ARGS=(--host 127.0.0.1 --max_total_token_num 16384 --max_req_total_len 4096)
@@ -134,10 +132,13 @@ phase_setup() {
 }
 
 alive() { [ -f "$WORK/$1.pid" ] && kill -0 "$(cat "$WORK/$1.pid")" 2>/dev/null; }
+url_of() { echo "http://127.0.0.1:$(cat "$WORK/$1.port")"; }
 
 # Every server this machine has started (spawn_server writes NAME.port), so stop finds them all.
-ALL_SERVERS=()
-for f in "$WORK"/*.port; do [ -f "$f" ] && f=${f##*/} && ALL_SERVERS+=("${f%.port}"); done
+all_servers() {  # read when needed: a phase earlier in the same call may have started more
+    local f
+    for f in "$WORK"/*.port; do [ -f "$f" ] && f=${f##*/} && echo "${f%.port}"; done
+}
 
 gpu_apps() { nvidia-smi --query-compute-apps=pid,used_memory --format=csv,noheader; }
 
@@ -176,13 +177,8 @@ run_load() {  # name cells rounds min-seconds reserve-seconds
     local name=$1 cells=$2 rounds=$3 need=$4 reserve=${5:-0}
     local budget=$(( $(left) - 45 - reserve ))
     if [ "$budget" -lt "$need" ]; then say "skipping $name: ${budget}s left, needs ${need}s"; return 0; fi
-    local n=1; while [ -f "$OUT/load_${name}_$n.json" ] || [ -f "$WORK/load_${name}_$n.json" ]; do n=$((n + 1)); done
-    say "load $name part $n: cells $cells, up to $rounds rounds, deadline ${budget}s"
-    # Timeouts bound the damage of a request that never gets its answer (see docs/PERFORMANCE.md).
-    python3 "$REPO/bench/tts_load.py" run --server "$BASE=$U_URL" --server "patched=$P_URL" "${TEXTS[@]}" \
-        --cells "$cells" --rounds "$rounds" --warmup 1 --timeout 240 --timeout-nonstream 60 \
-        --deadline "$budget" --out "$WORK/load_${name}_$n.json" --md "$WORK/load_${name}_$n.md"
-    cp "$WORK/load_${name}_$n.json" "$OUT/" 2>/dev/null
+    local n=1; while [ -f "$OUT/load_${name}_$n.json" ] || [ -f "$WORK/load_${name}_$n.md" ]; do n=$((n + 1)); done
+    DEADLINE=$budget NONSTREAM_TIMEOUT=60 load_run "${name}_$n" "$BASE,patched" "$cells" "$rounds"
 }
 
 # MODE:CONCURRENCY:REQUESTS-PER-WORKER per batch. RESERVE_FOR_B keeps time for load_b in the same call.
@@ -223,7 +219,8 @@ stop_servers() {  # NAME...: SIGTERM each server's process group, then SIGKILL w
 }
 
 phase_stop() {
-    stop_servers "${ALL_SERVERS[@]}"
+    local servers; mapfile -t servers < <(all_servers)
+    stop_servers "${servers[@]}"
     local left_on_gpu
     left_on_gpu=$(gpu_apps)
     if [ -n "$left_on_gpu" ]; then say "still on the GPU after stop:"; echo "$left_on_gpu"; fi
@@ -233,7 +230,7 @@ phase_stop() {
 phase_decode() {
     local in_use n
     in_use=$(gpu_apps)
-    for n in "${ALL_SERVERS[@]}"; do alive "$n" && in_use+=" server $n (pid $(cat "$WORK/$n.pid"))"; done
+    for n in $(all_servers); do alive "$n" && in_use+=" server $n (pid $(cat "$WORK/$n.pid"))"; done
     if [ -n "$in_use" ]; then
         say "decode: the GPU is in use (stop the servers first):"; echo "$in_use"
         return 1
@@ -288,7 +285,7 @@ wait_live() {  # NAME... : each server answers /liveness; a dead one fails at on
     while :; do
         pending=()
         for n in "$@"; do
-            live "http://127.0.0.1:$(cat "$WORK/$n.port")" || pending+=("$n")
+            live "$(url_of "$n")" || pending+=("$n")
         done
         [ ${#pending[@]} -eq 0 ] && break
         for n in "${pending[@]}"; do
@@ -357,15 +354,15 @@ phase_memwatch() {  # SECONDS: GPU memory of every compute process, host RSS of 
     echo $! > "$WORK/memwatch.pid"
 }
 
-url_of() { echo "http://127.0.0.1:$(cat "$WORK/$1.port")"; }
 
 servers_args() {  # NAME,... -> --server NAME=URL ...
     local IFS=, n; for n in $1; do printf -- '--server\n%s=%s\n' "$n" "$(url_of "$n")"; done
 }
 
-load_run() {  # LABEL NAMES CELLS ROUNDS [extra tts_load args...]
+load_run() {  # LABEL NAMES CELLS ROUNDS [extra tts_load args...]; DEADLINE, NONSTREAM_TIMEOUT override
     local label=$1 on=$2 cells=$3 rounds=$4; shift 4
-    local budget=$(( $(left) - 40 ))
+    # Timeouts bound the damage of a request that never gets its answer (see docs/PERFORMANCE.md).
+    local budget=${DEADLINE:-$(( $(left) - 40 ))}
     local srv; mapfile -t srv < <(servers_args "$on")
     say "load $label on $on: cells $cells, up to $rounds rounds, deadline ${budget}s"
     mark "load-start $label"

@@ -326,6 +326,7 @@ def main(argv=None) -> int:
     ap.add_argument("--mem-only", action="store_true", help="only the memory report")
     args = ap.parse_args(argv)
     paths = sorted(glob.glob(os.path.join(args.probe_dir, "probe-*.jsonl")))
+    mem = None
     if args.mem:
         if not args.events:
             ap.error("--mem needs --events")
@@ -345,7 +346,7 @@ def main(argv=None) -> int:
             print(f"probe_report: WARNING: server {tag!r}: the probe found no {', '.join(s['probe_missing'])}; "
                   "what it would have recorded is missing from this report", file=sys.stderr)
     if args.json:
-        result = {"summary": summary}
+        result = {"summary": summary, **({"memory": mem} if mem is not None else {})}
         if args.base and args.new and args.base in summary and args.new in summary:
             result["llm_decode_ratio"] = compare_llm(summary, args.base, args.new)
         with open(args.json, "w", encoding="utf-8") as f:

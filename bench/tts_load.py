@@ -378,6 +378,23 @@ def _fmt(v: float | None, digits: int = 3) -> str:
     return "-" if v is None else f"{v:.{digits}f}"
 
 
+def _latency_stats(good: list[dict], percentiles: tuple[int, ...], means: bool) -> dict:
+    """TTFA, RTF and latency percentiles (and means) of the successful records."""
+    stats: dict = {}
+    for name, field in (("ttfa", "ttfa_s"), ("rtf", "rtf"), ("latency", "latency_s")):
+        xs = [x[field] for x in good]
+        for p in percentiles:
+            stats[f"{name}_p{p}"] = percentile(xs, p)
+        if means:
+            stats[f"{name}_mean"] = sum(xs) / len(xs) if xs else None
+    return stats
+
+
+def _cell_order(servers: list[str]):
+    """Sort key of (server, mode, concurrency, ...): by mode, concurrency, then the servers' own order."""
+    return lambda k: (k[1], k[2], servers.index(k[0]) if k[0] in servers else 0)
+
+
 def summarize(result: dict) -> list[dict]:
     """One cell per (server, mode, concurrency): counts, percentiles, requests/s, audio length check."""
     cells: dict[tuple, dict] = {}
@@ -396,14 +413,10 @@ def summarize(result: dict) -> list[dict]:
         if key in cells:
             cells[key]["_recs"].append(rec)
     out = []
-    for key in sorted(cells, key=lambda k: (k[1], k[2], list(result["config"]["servers"]).index(k[0])
-                                              if k[0] in result["config"]["servers"] else 0)):
+    for key in sorted(cells, key=_cell_order(list(result["config"]["servers"]))):
         cell = cells[key]
         recs = cell.pop("_recs")
         good = [x for x in recs if x["ok"]]
-        ttfa = [x["ttfa_s"] for x in good]
-        rtf = [x["rtf"] for x in good]
-        lat = [x["latency_s"] for x in good]
         audio = [x["audio_s"] for x in good]
         by_text: dict[str, list[float]] = {}
         for x in good:
@@ -417,10 +430,7 @@ def summarize(result: dict) -> list[dict]:
             "audio_s_by_text": by_text,
             "rps": cell.pop("_ok") / cell["wall_s"] if cell["wall_s"] > 0 else None,
         })
-        for name, xs in (("ttfa", ttfa), ("rtf", rtf), ("latency", lat)):
-            for p in (50, 90, 99):
-                cell[f"{name}_p{p}"] = percentile(xs, p)
-            cell[f"{name}_mean"] = sum(xs) / len(xs) if xs else None
+        cell.update(_latency_stats(good, (50, 90, 99), means=True))
         out.append(cell)
     return out
 
@@ -431,23 +441,19 @@ def summarize_by_steps(result: dict) -> list[dict]:
     No requests/s here: the values are interleaved inside each batch, so a batch's wall time is shared."""
     if not result["config"].get("flow_steps"):
         return []
-    servers = list(result["config"]["servers"])
+    order = _cell_order(list(result["config"]["servers"]))
     groups: dict[tuple, list[dict]] = {}
     for rec in result["records"]:
         key = (rec["server"], rec["mode"], rec["concurrency"], rec.get("flow_steps"))
         groups.setdefault(key, []).append(rec)
     out = []
-    for key in sorted(groups, key=lambda k: (k[1], k[2], servers.index(k[0]) if k[0] in servers else 0,
-                                            -1 if k[3] is None else k[3])):
+    for key in sorted(groups, key=lambda k: (*order(k), -1 if k[3] is None else k[3])):
         recs = groups[key]
         good = [x for x in recs if x["ok"]]
         cell = {"server": key[0], "mode": key[1], "concurrency": key[2], "flow_steps": key[3],
                 "requests": len(recs), "ok": len(good), "failed": len(recs) - len(good),
                 "audio_s_mean": sum(x["audio_s"] for x in good) / len(good) if good else None}
-        for name, field in (("ttfa", "ttfa_s"), ("rtf", "rtf"), ("latency", "latency_s")):
-            xs = [x[field] for x in good]
-            for p in (50, 90):
-                cell[f"{name}_p{p}"] = percentile(xs, p)
+        cell.update(_latency_stats(good, (50, 90), means=False))
         out.append(cell)
     return out
 
