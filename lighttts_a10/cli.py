@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 
 from . import journal
 from .checkout import OURS, PRISTINE, Checkout
-from .errors import Interrupted, OverlayError, UnexpectedError, UsageError
+from .errors import OverlayError, UsageError, as_refusal
 from .selection import Selected, select
 from .transaction import Outcome, apply, rollback
 
@@ -119,15 +119,13 @@ def print_text(report: dict, show_files: bool, stream=sys.stdout) -> None:
 
 def refusal(failure: BaseException) -> OverlayError:
     """Every failure as a refusal with an exit code and a hint; never a traceback."""
-    if isinstance(failure, OverlayError):
-        return failure
-    if isinstance(failure, KeyboardInterrupt):
-        return Interrupted("interrupted (Ctrl-C)", hint="a run that was writing put back what it wrote first, or "
-                                                        "left its journal for the next run to undo")
-    # git or the OS failing in a way no check foresaw
-    return UnexpectedError(f"unexpected {type(failure).__name__}: {failure}",
-                           hint="if this happened while writing, the journal in .git/lighttts-a10 records the run and "
-                                "the next run puts back what it wrote (--status shows it). Please report this output")
+    return as_refusal(
+        failure,
+        hint_interrupted="a run that was writing put back what it wrote first, or left its journal for the next run "
+                         "to undo",
+        # git or the OS failing in a way no check foresaw
+        hint_unexpected="if this happened while writing, the journal in .git/lighttts-a10 records the run and the "
+                        "next run puts back what it wrote (--status shows it). Please report this output")
 
 
 def run(command: str, path: str | None, set_name: str | None, as_json: bool, show_files: bool, writes: bool,
@@ -224,9 +222,8 @@ def rollback_main(argv: Sequence[str] | None = None, prog: str = "rollback.py") 
         outcome = rollback(selected, check_only=args.check, force=args.force)
         if args.check:
             return outcome, "check passed: rollback can restore every touched file", 0
-        committed = any("HEAD" in note for note in outcome.notes)
         summary = (f"restored {len(outcome.written)} files to the pinned upstream"
-                   + ("" if committed else "; git shows them unmodified") if outcome.written else "nothing to restore")
+                   + ("" if outcome.shown_modified else "; git shows them unmodified") if outcome.written else "nothing to restore")
         return outcome, summary, 0
 
     return run("rollback", args.path, args.set_name, args.json, False, not args.check, action)

@@ -83,3 +83,12 @@ class Interrupted(OverlayError):
     """Ctrl-C. Files already written were put back first."""
 
     exit_code = 130
+
+
+def as_refusal(failure: BaseException, hint_interrupted: str | None, hint_unexpected: str | None) -> OverlayError:
+    """Any failure as an OverlayError (one already is returned as it is): Ctrl-C, or what no check foresaw."""
+    if isinstance(failure, OverlayError):
+        return failure
+    if isinstance(failure, KeyboardInterrupt):
+        return Interrupted("interrupted (Ctrl-C)", hint=hint_interrupted)
+    return UnexpectedError(f"unexpected {type(failure).__name__}: {failure}", hint=hint_unexpected)

@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from .checkout import Checkout, blob_id, file_mode
-from .errors import (AccessError, BusyError, CheckoutError, Interrupted, InterruptedRunError, OverlayError,
-                     UnexpectedError, WriteError)
+from .errors import (AccessError, BusyError, CheckoutError, InterruptedRunError, OverlayError, WriteError,
+                     as_refusal)
 from .series import check_relative_path
 
 JOURNAL = "journal.json"
@@ -331,6 +331,13 @@ def inspect(checkout: Checkout, journal: Journal) -> list[Finding]:
     return findings
 
 
+def _plan(journal: Journal, findings: list[Finding]) -> Recovery:
+    """What recovering these findings does: put back what the run wrote, keep what changed since, remove temps."""
+    return Recovery(journal, restored=[f.entry.path for f in findings if f.state == WRITTEN],
+                    kept=[f.entry.path for f in findings if f.state == CHANGED],
+                    removed=[f.entry.temp for f in findings if f.temp_present])
+
+
 def preview(checkout: Checkout) -> tuple[Recovery, dict[str, tuple[bytes, str] | None]] | None:
     """What recover() would do, without doing it (for --check): the plan, and the contents it would
     put back by path ((bytes, mode), or None for 'removed'). None when no run was interrupted."""
@@ -338,9 +345,7 @@ def preview(checkout: Checkout) -> tuple[Recovery, dict[str, tuple[bytes, str] |
     if journal is None:
         return None
     findings = inspect(checkout, journal)
-    planned = Recovery(journal, restored=[f.entry.path for f in findings if f.state == WRITTEN],
-                       kept=[f.entry.path for f in findings if f.state == CHANGED],
-                       removed=[f.entry.temp for f in findings if f.temp_present])
+    planned = _plan(journal, findings)
     contents: dict[str, tuple[bytes, str] | None] = {}
     for finding in findings:
         if finding.state == WRITTEN:
@@ -355,22 +360,18 @@ def recover(checkout: Checkout) -> Recovery | None:
     journal = read(checkout)
     if journal is None:
         return None
-    recovery = Recovery(journal)
-    for finding in inspect(checkout, journal):
+    findings = inspect(checkout, journal)
+    for finding in findings:
         entry = finding.entry
         if finding.temp_present:
             _remove(checkout, entry.temp)
-            recovery.removed.append(entry.temp)
         if finding.state == WRITTEN:
             if entry.before is None:  # the run created it (rollback restoring a deleted file)
                 _remove(checkout, entry.path)
             else:
                 _write(checkout, entry.path, entry.temp, entry.before.data or b"", entry.before.mode)
-            recovery.restored.append(entry.path)
-        elif finding.state == CHANGED:
-            recovery.kept.append(entry.path)
     _drop(checkout)
-    return recovery
+    return _plan(journal, findings)
 
 
 def kept_files_error(recovery: Recovery, done: bool = True) -> InterruptedRunError:
@@ -391,7 +392,6 @@ def execute(checkout: Checkout, operation: str, changes: list[Change], verify: C
     the journal. On any failure the files already written are put back before the error is raised."""
     if not changes:
         return
-    _drop_unfinished_journal(checkout)
     token = secrets.token_hex(4)
     entries = []
     for change in changes:
@@ -428,13 +428,10 @@ def _undone(checkout: Checkout, error: BaseException) -> OverlayError:
     done = ("put back the files already written; nothing was changed"
             if recovery is None or not recovery.kept else recovery.summary()
             + f"; kept {', '.join(recovery.kept)}, which changed while this run worked")
-    if isinstance(error, KeyboardInterrupt):
-        return Interrupted("interrupted (Ctrl-C)", hint=done)
     if isinstance(error, OverlayError):
         error.hint = done
-        return error
-    return UnexpectedError(_reason(error), hint=done)
+    return as_refusal(error, done, done)
 
 
 def _reason(error: BaseException) -> str:
-    return error.message if isinstance(error, OverlayError) else f"unexpected {type(error).__name__}: {error}"
+    return as_refusal(error, None, None).message

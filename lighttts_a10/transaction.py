@@ -28,6 +28,7 @@ class Outcome:
     written: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    shown_modified: bool = False  # rollback: HEAD has another version committed, so git shows the restore
 
 
 # -- describing what is in the way ------------------------------------------------------------------
@@ -260,7 +261,9 @@ def rollback(selected: Selected, check_only: bool = False, force: bool = False) 
     outcome.written = [write.target.path for write in writes]
     if not writes:
         outcome.notes.append("every touched file is already the pinned upstream file; nothing to do")
-    outcome.notes.extend(committed_other_notes(selected, "shows"))
+    committed = committed_other_notes(selected, "shows")
+    outcome.shown_modified = bool(committed)
+    outcome.notes.extend(committed)
     return outcome
 
 
