@@ -10,7 +10,11 @@ What the patch claims, checked against the unpatched code of the same pin:
 - the sync-free flow (mask, lengths, noise, encoder context mask) gives bit-identical mels to the
   unpatched flow, streaming chunk by chunk and not;
 - capture fails cleanly on a CPU model (no graph kept), which is what the decode process logs and
-  survives.
+  survives;
+- the encoder's graphs (streaming calls with look-ahead context, exact lengths) give the eager encoder's
+  output, and HiFT's (up to the iSTFT, exact shapes) the eager waveform and source with the same random
+  draws; the sync-free HiFT (window on the device, harmonics made on the device) is bit-identical to
+  the unpatched one; the source a graph returns survives the next replay (it goes to the chunk cache).
 
 Needs LIGHTTTS_UPSTREAM / LIGHTTTS_UPSTREAM_V110 (as test_real_upstream.py) and the `flow-test` extra
 (torch, diffusers, conformer, einops, omegaconf). Each tree is imported in its own subprocess, since both
@@ -33,7 +37,7 @@ from conftest import run_tool
 from test_real_upstream import Pin, SOURCES
 
 TESTS_DIR = Path(__file__).resolve().parent
-FLOW_TEST_PACKAGES = ("torch", "diffusers", "conformer", "einops", "omegaconf")
+FLOW_TEST_PACKAGES = ("torch", "diffusers", "conformer", "einops", "omegaconf", "scipy")
 
 # the CosyVoice2 estimator's structure (cosyvoice2.yaml: one channel level, static_chunk_size 50), made small
 ESTIMATOR = dict(in_channels=320, out_channels=80, channels=[64], dropout=0.0, attention_head_dim=32, n_blocks=1,
@@ -173,6 +177,35 @@ def test_sync_free_flow_is_bit_identical_to_upstream_and_graphs_match_it(trees, 
         eager = after["eager"][name]
         assert (mel - eager).abs().max().item() <= 1e-5 * eager.abs().max().item(), name
     assert after["graph_replays"] == 5 * 10  # 5 calls of 10 steps, all replayed
+    # the streaming chunks before the last (look-ahead context, a multiple of 25 tokens) replayed the
+    # encoder's graphs; the non-streaming call and the last chunk ran it eagerly
+    assert after["encoder_replays"] == len(STREAM_PREFIXES)
+    assert after["encoder_graphed"] == len(STREAM_PREFIXES)
+
+
+def test_sync_free_hift_is_bit_identical_to_upstream_and_graphs_match_it(trees, tmp_path):
+    import torch
+
+    _, unpatched, patched = trees
+    before = run_worker(unpatched, "hift", tmp_path / "hift-unpatched.pt")
+    after = run_worker(patched, "hift", tmp_path / "hift-patched.pt")
+    assert [name for name, *_ in HIFT_CALLS] == list(before["eager"]) == list(after["eager"])
+    for name, (speech, source) in before["eager"].items():
+        assert speech.abs().max().item() > 1e-3, name  # a real waveform, not zeros
+        assert torch.equal(after["eager"][name][0], speech) and torch.equal(after["eager"][name][1], source), name
+    for name, (speech, source) in after["graphed"].items():
+        assert torch.equal(speech, after["eager"][name][0]) and torch.equal(source, after["eager"][name][1]), name
+    assert after["replays"] == 2  # the first and a middle chunk; the last one's shape has no graph
+    assert after["cache_intact"] is True
+
+
+def test_encoder_and_hift_capture_on_a_cpu_model_fails_cleanly(trees, tmp_path):
+    _, _, patched = trees
+    results = run_worker(patched, "capture_parts", tmp_path / "capture-parts.pt")
+    for part in ("encoder", "hift"):
+        assert results[f"{part}_error"], part
+        assert results[f"{part}_graphs_after_error"] == 0, part
+    assert results["eager_after_failure"] is True
 
 
 def test_capture_on_a_cpu_model_fails_cleanly_and_the_flow_stays_eager(trees, tmp_path):
@@ -211,7 +244,8 @@ def worker(tree: str, task: str, out: str) -> None:
 
     warnings.filterwarnings("ignore")
     torch.set_num_threads(2)
-    results = {"estimator": estimator_task, "cfm": cfm_task, "flow": flow_task, "capture": capture_task}[task]()
+    results = {"estimator": estimator_task, "cfm": cfm_task, "flow": flow_task, "capture": capture_task,
+               "hift": hift_task, "capture_parts": capture_parts_task}[task]()
     torch.save(results, out)
 
 
@@ -381,8 +415,116 @@ def flow_task() -> dict:
     results = {"eager": {name: run(p, s, f) for name, p, s, f in flow_calls()}}
     if hasattr(flow.decoder, "graphs"):
         install_stand_in_graphs(flow.decoder, 250, torch.float32)
+        # what CosyVoice2Model.load_cuda_graph asks of the encoder: every 25 tokens, 3 of context
+        encoder, graphed_calls = flow.encoder, {"n": 0}
+        install_function_stand_ins(
+            encoder.cuda_graphs, lambda xs, xs_lens, context: encoder.forward(xs, xs_lens, context, streaming=True),
+            {(length, 3, True, torch.float32): (torch.zeros(1, length, 512), torch.full([1], length + 3, dtype=torch.int32),
+                                                torch.zeros(1, 3, 512)) for length in range(125, 0, -25)}, graphed_calls)
         results["graphed"] = {name: run(p, s, f) for name, p, s, f in flow_calls()}
         results["graph_replays"] = flow.decoder.graph_replays
+        results["encoder_replays"], results["encoder_graphed"] = encoder.cuda_graphs.replays, graphed_calls["n"]
+    return results
+
+
+class FunctionStandIn:
+    """Stands in for a CUDA graph captured by CudaGraphs: replay() runs the captured function eagerly (its
+    owner's graphs hidden) on the graph's buffers and copies the results into the graph's outputs."""
+
+    def __init__(self, owner, fn, buffers, outputs, counter):
+        self.owner, self.fn, self.buffers, self.outputs, self.counter = owner, fn, buffers, outputs, counter
+
+    def replay(self):
+        graphs, self.owner.graphs = self.owner.graphs, {}
+        try:
+            results = self.fn(*self.buffers)
+        finally:
+            self.owner.graphs = graphs
+        for output, result in zip(self.outputs, results):
+            output.copy_(result)
+        self.counter["n"] += 1
+
+
+def install_function_stand_ins(cuda_graphs, fn, examples, counter) -> None:
+    """What CudaGraphs.capture builds (key -> graph, buffers, outputs), with the stand-in as the graph."""
+    import torch
+
+    with torch.no_grad():
+        for key, buffers in examples.items():
+            outputs = tuple(t.clone() for t in fn(*buffers))
+            cuda_graphs.graphs[key] = (FunctionStandIn(cuda_graphs, fn, buffers, outputs, counter), buffers, outputs)
+
+
+# (name, mel frames, cached source samples): decode_req.py's first chunk (hop + a prompt pad of 2 tokens,
+# no cache), a middle chunk (hop + the 8-frame mel cache, 3840 cached samples) and a last one
+HIFT_CALLS = [("first", 54, 0), ("middle", 58, 3840), ("last", 37, 3840)]
+
+
+def make_hift():
+    import torch
+    from cosyvoice.hifigan.f0_predictor import ConvRNNF0Predictor
+    from cosyvoice.hifigan.generator import HiFTGenerator
+
+    torch.manual_seed(0)
+    # cosyvoice2.yaml's HiFT with fewer channels
+    return HiFTGenerator(in_channels=80, base_channels=64, nb_harmonics=8, sampling_rate=24000, nsf_alpha=0.1, nsf_sigma=0.003,
+                         nsf_voiced_threshold=10, upsample_rates=[8, 5, 3], upsample_kernel_sizes=[16, 11, 7],
+                         istft_params={"n_fft": 16, "hop_len": 4}, resblock_kernel_sizes=[3, 7, 11],
+                         resblock_dilation_sizes=[[1, 3, 5], [1, 3, 5], [1, 3, 5]], source_resblock_kernel_sizes=[7, 7, 11],
+                         source_resblock_dilation_sizes=[[1, 3, 5], [1, 3, 5], [1, 3, 5]], lrelu_slope=0.1, audio_limit=0.99,
+                         f0_predictor=ConvRNNF0Predictor(num_class=1, in_channels=80, cond_channels=64)).eval()
+
+
+def hift_task() -> dict:
+    """token2wav's HiFT calls of one streaming request, the RNG seeded per call: eagerly, then (patched)
+    with stand-in graphs of the first two shapes."""
+    import torch
+
+    hift = make_hift()
+    generator = torch.Generator().manual_seed(4)
+    mels = {name: torch.randn(1, 80, frames, generator=generator) * 2 - 4 for name, frames, _ in HIFT_CALLS}
+
+    def request():
+        out, cache = {}, torch.zeros(1, 1, 0)
+        for i, (name, _, cached) in enumerate(HIFT_CALLS):
+            torch.manual_seed(100 + i)
+            speech, source = hift.inference(speech_feat=mels[name], cache_source=cache[:, :, -cached:] if cached else torch.zeros(1, 1, 0))
+            out[name] = (speech.clone(), source)
+            cache = source[:, :, -3840:]  # a view, as token2wav keeps it
+        return out
+
+    results = {"eager": request()}
+    if hasattr(hift, "cuda_graphs"):
+        counter = {"n": 0}
+        install_function_stand_ins(hift.cuda_graphs, hift.spectrum,
+                                   {(frames, cached): (torch.zeros(1, 80, frames), torch.zeros(1, 1, cached))
+                                    for _, frames, cached in HIFT_CALLS[:2]}, counter)
+        graphed = request()
+        results["graphed"], results["replays"] = graphed, hift.cuda_graphs.replays
+        # the middle chunk's source came from a replay: a later replay must not have overwritten it
+        kept = graphed["middle"][1].clone()
+        torch.manual_seed(7)
+        hift.inference(speech_feat=mels["middle"], cache_source=kept[:, :, -3840:] * 0)
+        results["cache_intact"] = bool(torch.equal(graphed["middle"][1], kept)) and counter["n"] == 3
+    return results
+
+
+def capture_parts_task() -> dict:
+    """The encoder's and HiFT's capture on a CPU model: an error, and no graph kept."""
+    import torch
+
+    hift, flow = make_hift(), make_flow()  # make_flow stubs the generator module: HiFT first
+    results = {}
+    for part, capture, graphs in (("encoder", lambda: flow.encoder.capture_cuda_graphs(512, [25, 50], 3, torch.float32), flow.encoder.cuda_graphs),
+                                  ("hift", lambda: hift.capture_cuda_graphs([(58, 3840)]), hift.cuda_graphs)):
+        try:
+            capture()
+            results[f"{part}_error"] = ""
+        except (RuntimeError, AssertionError) as error:  # AssertionError: a torch built without CUDA
+            results[f"{part}_error"] = str(error) or type(error).__name__
+        results[f"{part}_graphs_after_error"] = len(graphs.graphs)
+    speech, _ = hift.inference(speech_feat=torch.randn(1, 80, 58), cache_source=torch.zeros(1, 1, 3840))
+    results["eager_after_failure"] = bool(speech.shape == (1, 58 * 480) and hift.cuda_graphs.replays == 0)
     return results
 
 
