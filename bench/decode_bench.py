@@ -2,7 +2,7 @@
 """Decode-stage micro-benchmark: token2wav (flow + HiFT) the way LightTTS's decode process runs it.
 
     python3 bench/decode_bench.py CHECKOUT MODEL_DIR [--steps 10,8,5,3] [--precisions fp16,bf16]
-                                  [--modes nonstream,stream] [--flows eager,graph] [--tokens 250] [--reps 12]
+                                  [--modes nonstream,stream] [--flows eager,graph,graph-all] [--tokens 250] [--reps 12]
                                   [--stream-reps 3] [--exact-steps 5] [--parts-steps 5] [--parts-reps 3]
                                   [--graph-max-frames 1500] [--out decode.json]
 
@@ -20,14 +20,19 @@ Axes:
   stage). bf16 is flow.to(bfloat16) under a bf16 autocast, for comparison only. HiFT stays fp32 in both.
 - mode: nonstream = one call with all tokens (stream=False, finalize=True); stream = the chunk schedule
   of decode_req.py (hop 25 + prompt pad, +3 look-ahead, stream=True on every call, the last finalizes).
-- flow: eager = the estimator run by PyTorch call by call; graph = CUDA-graph replays (the flow-cuda-graph patch:
-  the model is built with flow_cuda_graph=True through model_rpc, so the decode process's own capture and
-  fallback run; bf16 gets its own graphs). Both run on the same model and inputs, eager by hiding the
-  graphs. Only on a checkout whose CausalConditionalCFM has capture_cuda_graphs. The capture's time and
-  memory are reported, and for every graph config how many estimator steps were replays.
+- flow: eager = the estimator run by PyTorch call by call; graph = CUDA-graph replays of the estimator only
+  (the flow-cuda-graph patch; the flow encoder and HiFT eager); graph-all = what the server runs with
+  --flow_cuda_graph true: the estimator's, the flow encoder's and HiFT's graphs (the encoder's and HiFT's
+  replay for the streaming chunks but the last; the hift-cuda-graph patch). The model is built with
+  flow_cuda_graph=True through model_rpc, so the decode process's own capture and fallback run (bf16 gets
+  its own estimator graphs, no others). All run on the same model and inputs, by hiding graphs. Only on a
+  checkout whose CausalConditionalCFM has capture_cuda_graphs (graph-all: whose encoder and HiFT have
+  cuda_graphs too). The capture's time and memory are reported, and for every graph config how many
+  estimator steps, encoder calls and HiFT calls were replays.
 
 Two passes after the timing, each eager and graph on the same inputs with the RNG seeded per call (HiFT
-draws noise): exactness (max abs and relative error of the mel and the waveform, graph vs eager, for the
+draws noise): exactness (max abs and relative error of the mel and the waveform, each graph flow vs eager, and a
+second eager pass vs the first, "eager-again": what eager itself varies from run to run; for the
 non-streaming call and every streaming chunk, at --tokens and again one token short, where the non-streaming
 call and the final chunk are not a multiple of the 50-frame bucket and the graph pads them) and parts (flow encoder, CFM = estimator steps, HiFT and the
 rest, each bracketed by a device synchronize, so the parts' sum exceeds the unbracketed time).
@@ -100,6 +105,9 @@ def summarize(samples: dict[str, list[dict]], audio_s: float) -> dict[str, dict]
             "ms_per_audio_s": _ms(percentile(tot, 50) / audio_s) if tot else None,
             "estimator_calls": sorted({c for r in runs for c in r.get("est", [])}),
             "graph_replays": sorted({c for r in runs for c in r.get("graphed", [])}),
+            # per utterance: flow encoder and HiFT calls that were graph replays
+            "encoder_replays": sorted({r["encoder_graphed"] for r in runs if "encoder_graphed" in r}),
+            "hift_replays": sorted({r["hift_graphed"] for r in runs if "hift_graphed" in r}),
         }
     return out
 
@@ -113,7 +121,7 @@ def ratios(stats: dict[str, dict], steps: list[int], precisions: list[str], mode
     """steps/base_steps per precision, mode and flow, bf16/fp16 per steps, mode and flow (median totals),
     and graph/eager. Keys without the flow kind are eager, as before graphs existed."""
     out = {"steps_over_base": {}, "bf16_over_fp16": {}, "first_call_steps_over_base": {},
-           "graph_over_eager": graph_ratios(stats)}
+           "graph_over_eager": graph_ratios(stats), "graph_all_over_graph": graph_ratios(stats, "graph")}
     for flow in flows:
         tag = "" if flow == "eager" else f"/{flow}"
         for mode in modes:
@@ -154,26 +162,29 @@ def errors(reference, other) -> dict:
             "rel_l2": float(np.linalg.norm(got - ref)) / norm if norm else None}
 
 
-def graph_ratios(stats: dict[str, dict]) -> dict:
-    """graph/eager median per mode, precision and steps, where both were run."""
+def graph_ratios(stats: dict[str, dict], base_flow: str = "eager") -> dict:
+    """graph flow / base_flow median per mode, precision and steps, where both were run. Keys of the
+    estimator-only flow ("graph") have no flow part, as before graph-all existed."""
     out = {}
     for name, cur in stats.items():
         mode, prec, steps, flow = name.split("/")
-        base = stats.get(name_of(mode, prec, int(steps), "eager"))
-        if flow == "graph" and base and base["median_ms"]:
-            out[f"{mode}/{prec}/{steps}"] = {"median": round(cur["median_ms"] / base["median_ms"], 4),
-                                             "first_call": round(cur["first_call_median_ms"] / base["first_call_median_ms"], 4)}
+        base = stats.get(name_of(mode, prec, int(steps), base_flow))
+        if flow not in ("eager", base_flow) and base and base["median_ms"]:
+            out[f"{mode}/{prec}/{steps}" + ("" if flow == "graph" else f"/{flow}")] = {
+                "median": round(cur["median_ms"] / base["median_ms"], 4),
+                "first_call": round(cur["first_call_median_ms"] / base["first_call_median_ms"], 4)}
     return out
 
 
 def markdown(stats: dict[str, dict], audio_s: float) -> str:
-    lines = [f"| mode | flow precision | steps | estimator | runs | median ms ({audio_s:g} s audio) | p25-p75 ms "
-             "| ms per audio s | first call ms | estimator calls/call | of which graph replays |", "|" + "---|" * 11]
+    lines = [f"| mode | flow precision | steps | graphs | runs | median ms ({audio_s:g} s audio) | p25-p75 ms "
+             "| ms per audio s | first call ms | estimator calls/call | of which graph replays "
+             "| encoder / HiFT replays per utterance |", "|" + "---|" * 12]
     for name, s in stats.items():
         mode, prec, steps, flow = name.split("/")
         lines.append(f"| {mode} | {prec} | {steps} | {flow} | {s['n']} | {s['median_ms']} | {s['p25_ms']}-{s['p75_ms']} "
                      f"| {s['ms_per_audio_s']} | {s['first_call_median_ms']} | {s['estimator_calls']} "
-                     f"| {s.get('graph_replays', [])} |")
+                     f"| {s.get('graph_replays', [])} | {s.get('encoder_replays', [])} / {s.get('hift_replays', [])} |")
     return "\n".join(lines) + "\n"
 
 
@@ -206,7 +217,7 @@ def _g(v):
 
 def run(checkout: Path, model_dir: Path, steps: list[int], precisions: list[str], modes: list[str],
         n_tokens: int, reps: int, stream_reps: int, warmup: int, seed: int, log=print,
-        stream_warmup: int | None = None, flows: tuple[str, ...] = ("eager", "graph"), exact_steps: list[int] = (5,),
+        stream_warmup: int | None = None, flows: tuple[str, ...] = ("eager", "graph", "graph-all"), exact_steps: list[int] = (5,),
         parts_steps: list[int] = (5,), parts_reps: int = 3, graph_max_frames: int = 1500) -> dict:
     checkout = Path(checkout).resolve()
     for p in (str(checkout / "third_party" / "Matcha-TTS"), str(checkout / "cosyvoice"), str(checkout)):
@@ -218,16 +229,22 @@ def run(checkout: Path, model_dir: Path, steps: list[int], precisions: list[str]
     import torch
     from cosyvoice.cli.model import CosyVoice2Model
     from cosyvoice.flow.flow_matching import CausalConditionalCFM
+    from cosyvoice.hifigan.generator import HiFTGenerator
+    from cosyvoice.transformer.upsample_encoder import UpsampleConformerEncoder
     from light_tts.server.tts_decode.model_infer.model_rpc import TTS2DecodeModelRpcServer
 
     patched = "flow_steps" in inspect.signature(CosyVoice2Model.__init__).parameters
     graphs_supported = hasattr(CausalConditionalCFM, "capture_cuda_graphs") and hasattr(CosyVoice2Model, "load_cuda_graph")
+    parts_supported = graphs_supported and all(hasattr(c, "capture_cuda_graphs") for c in (UpsampleConformerEncoder, HiFTGenerator))
     if "graph" in flows and not graphs_supported:
         log("[decode] this checkout has no flow CUDA graphs (flow-cuda-graph patch): eager only")
-    flows = tuple(f for f in flows if f == "eager" or graphs_supported)
+    if "graph-all" in flows and not parts_supported:
+        log("[decode] this checkout has no encoder and HiFT CUDA graphs (hift-cuda-graph patch): no graph-all")
+    flows = tuple(f for f in flows if f == "eager" or (f == "graph" and graphs_supported) or (f == "graph-all" and parts_supported))
+    graph_flows = tuple(f for f in flows if f != "eager")
 
     capture: dict[str, dict] = {}
-    if "graph" in flows:  # record what the decode process's own load_cuda_graph call returns or raises
+    if graph_flows:  # record what the decode process's own load_cuda_graph call returns or raises
         load_cuda_graph = CosyVoice2Model.load_cuda_graph
 
         def recorded_load_cuda_graph(self, *a, **k):
@@ -246,21 +263,25 @@ def run(checkout: Path, model_dir: Path, steps: list[int], precisions: list[str]
           "shared_cache_capacity": 4, "load_jit": False, "load_trt": False}
     if patched:
         kv["flow_steps"] = 10
-    if "graph" in flows:
+    if graph_flows:
         kv["flow_cuda_graph"] = True
         kv["flow_cuda_graph_max_frames"] = graph_max_frames
     srv.init_model(kv)
     base = srv.model
     variants = {"fp16": base}
     graphs = {"fp16": getattr(base.flow.decoder, "graphs", {})}
+    # the encoder's (fp16 flow only) and HiFT's (fp32, shared by both precisions) graphs, for graph-all
+    part_graphs = {"encoder": base.flow.encoder.cuda_graphs.graphs, "hift": base.hift.cuda_graphs.graphs} if parts_supported else {}
     if "bf16" in precisions:
         m = copy.copy(base)
         base.flow.decoder.graphs = {}  # CUDA graphs cannot be deep-copied; bf16 gets its own below
+        if parts_supported:
+            base.flow.encoder.cuda_graphs.graphs = {}
         m.flow = copy.deepcopy(base.flow).to(torch.bfloat16)
         base.flow.decoder.graphs = graphs["fp16"]
         m.hift_cache_dict = type(base.hift_cache_dict)(lambda: None)
         variants["bf16"] = m
-        if "graph" in flows:
+        if graph_flows:
             try:
                 capture["bf16"] = m.flow.decoder.capture_cuda_graphs(graph_max_frames, torch.bfloat16)
             except Exception as error:
@@ -271,6 +292,8 @@ def run(checkout: Path, model_dir: Path, steps: list[int], precisions: list[str]
     log(f"[decode] model ready in {load_s:.1f} s; checkout is {'patched' if patched else 'unpatched'}; "
         f"flows {','.join(flows)}; CUDA graph capture: {json.dumps(capture)}")
     graph_flows_ok = {prec: bool(graphs.get(prec)) for prec in variants}
+    if "graph-all" in flows:
+        graph_flows_ok.update({part: bool(g) for part, g in part_graphs.items()})
 
     est_count = {"n": 0}
     for m in variants.values():
@@ -366,7 +389,11 @@ def run(checkout: Path, model_dir: Path, steps: list[int], precisions: list[str]
             model.flow.flow_steps = s
         override["steps"] = s
         if graphs_supported:
-            model.flow.decoder.graphs = graphs.get(prec, {}) if flow == "graph" else {}
+            model.flow.decoder.graphs = graphs.get(prec, {}) if flow in ("graph", "graph-all") else {}
+        if parts_supported:
+            model.flow.encoder.cuda_graphs.graphs = part_graphs["encoder"] if flow == "graph-all" and prec == "fp16" else {}
+            model.hift.cuda_graphs.graphs = part_graphs["hift"] if flow == "graph-all" else {}
+        replays_before = [g.replays for g in (model.flow.encoder.cuda_graphs, model.hift.cuda_graphs)] if parts_supported else [0, 0]
         counter["rid"] += 1
         rid = counter["rid"]
         torch.cuda.synchronize()
@@ -385,8 +412,27 @@ def run(checkout: Path, model_dir: Path, steps: list[int], precisions: list[str]
                 wavs.append(wav)
                 samples += wav.shape[0]
             model.hift_cache_dict.pop(rid, None)  # model_rpc.forward pops after the final call
+        replays_after = [g.replays for g in (model.flow.encoder.cuda_graphs, model.hift.cuda_graphs)] if parts_supported else [0, 0]
         return {"total_s": sum(calls), "first_s": calls[0], "calls_s": calls, "est": ests, "graphed": replayed,
-                "samples": samples, "wavs": wavs}
+                "samples": samples, "wavs": wavs, "encoder_graphed": replays_after[0] - replays_before[0],
+                "hift_graphed": replays_after[1] - replays_before[1]}
+
+    def part_replays(mode, prec, flow) -> tuple[int, int]:
+        """How many calls of an utterance have a captured encoder / HiFT shape (graph-all): the encoder's
+        for the streaming chunks with look-ahead context, HiFT's wherever the chunk's mel and cache fit."""
+        if flow != "graph-all":
+            return 0, 0
+        plan = ([{"prefix": n_tokens, "token_offset": 0, "finalize": True}] if mode == "nonstream"
+                else stream_schedule(n_tokens, prompt_tokens))
+        encoder = {key[:3] for key in part_graphs["encoder"]} if prec == "fp16" else set()
+        ratio, lookahead = base.flow.token_mel_ratio, base.flow.pre_lookahead_len
+        n_encoder = n_hift = 0
+        for i, c in enumerate(plan):
+            context = 0 if c["finalize"] else lookahead
+            n_encoder += (prompt_tokens + c["prefix"] - context, context, mode == "stream") in encoder
+            frames = ratio * (c["prefix"] - context - c["token_offset"]) + (base.mel_cache_len if i else 0)
+            n_hift += (frames, base.source_cache_len if i else 0) in part_graphs["hift"]
+        return n_encoder, n_hift
 
     samples: dict[str, list[dict]] = {}
     t_run = time.time()
@@ -405,21 +451,23 @@ def run(checkout: Path, model_dir: Path, steps: list[int], precisions: list[str]
     stats = summarize(samples, audio_s)
 
     exactness: dict[str, list[dict]] = {}
-    if "graph" in flows:
+    if graph_flows:
         for mode in modes:
             for prec in precisions:
                 # one token short, the non-streaming call and the final chunk are not a multiple of the
                 # 50-frame bucket (75 prompt tokens + 250 = 650 frames), so the graph pads them
                 for s, (tokens, tag) in itertools.product(exact_steps, ((n_tokens, ""), (n_tokens - 1, "/padded"))):
                     runs = {}
-                    for flow in ("eager", "graph"):
+                    # eager twice: what eager itself varies from run to run, the floor of any comparison
+                    for label, flow in [("eager", "eager"), ("eager-again", "eager")] + [(f, f) for f in graph_flows]:
                         probe["mel"] = []
                         res = utterance(mode, prec, s, flow, seeded=True, tokens=tokens)
-                        runs[flow] = (probe["mel"], res["wavs"])
+                        runs[label] = (probe["mel"], res["wavs"])
                         probe["mel"] = None
-                    exactness[f"{mode}/{prec}/{s}{tag}"] = [
-                        {"mel": errors(me, mg), "wav": errors(we, wg), "frames": int(me.shape[-1])}
-                        for me, mg, we, wg in zip(runs["eager"][0], runs["graph"][0], runs["eager"][1], runs["graph"][1])]
+                    for flow in ("eager-again",) + graph_flows:
+                        exactness[f"{mode}/{prec}/{s}{tag}" + ("" if flow == "graph" else f"/{flow}")] = [
+                            {"mel": errors(me, mg), "wav": errors(we, wg), "frames": int(me.shape[-1])}
+                            for me, mg, we, wg in zip(runs["eager"][0], runs[flow][0], runs["eager"][1], runs[flow][1])]
         log("[decode] exactness pass done")
 
     parts: dict[str, dict] = {}
@@ -446,10 +494,14 @@ def run(checkout: Path, model_dir: Path, steps: list[int], precisions: list[str]
         mode, prec, stp, flow = name.split("/")
         if mode == "nonstream" and st["estimator_calls"] != [int(stp)]:
             problems.append(f"{name}: estimator calls {st['estimator_calls']}, expected [{stp}]")
-        if flow == "graph" and st["graph_replays"] != sorted(set(st["estimator_calls"])):
+        if flow in ("graph", "graph-all") and st["graph_replays"] != sorted(set(st["estimator_calls"])):
             problems.append(f"{name}: graph replays {st['graph_replays']} but estimator calls {st['estimator_calls']}: "
                             "some steps ran eagerly (see the capture result)")
-    if "graph" in flows and not all(graph_flows_ok.values()):
+        expected = part_replays(mode, prec, flow)
+        if [st["encoder_replays"], st["hift_replays"]] != [[expected[0]], [expected[1]]]:
+            problems.append(f"{name}: encoder / HiFT graph replays per utterance {st['encoder_replays']} / "
+                            f"{st['hift_replays']}, expected {expected[0]} / {expected[1]} (see the capture result)")
+    if graph_flows and not all(graph_flows_ok.values()):
         problems.append(f"CUDA graphs missing for {[p for p, ok in graph_flows_ok.items() if not ok]}: {json.dumps(capture)}")
     return {
         "schema": "lighttts-a10/decode_bench/2", "checkout": str(checkout), "patched_checkout": patched,
@@ -457,12 +509,13 @@ def run(checkout: Path, model_dir: Path, steps: list[int], precisions: list[str]
         "n_tokens": n_tokens, "audio_s": audio_s, "prompt_tokens": prompt_tokens, "reps": reps,
         "stream_reps": stream_reps, "warmup": warmup, "stream_warmup": stream_warmup, "steps": steps, "precisions": precisions, "modes": modes,
         "flows": list(flows), "graph_max_frames": graph_max_frames, "graph_capture": capture,
-        "graphs_used": graph_flows_ok if "graph" in flows else {},
+        "graphs_used": graph_flows_ok if graph_flows else {},
         "stream_schedule": stream_schedule(n_tokens, prompt_tokens), "load_s": round(load_s, 1),
         "run_s": round(time.time() - t_run, 1), "stats": stats,
         "ratios": ratios(stats, steps, precisions, modes, flows=flows), "exactness": exactness, "parts": parts,
         "problems": problems,
-        "raw": {k: [{"total_s": r["total_s"], "calls_s": r["calls_s"], "samples": r["samples"]} for r in v]
+        "raw": {k: [{"total_s": r["total_s"], "calls_s": r["calls_s"], "samples": r["samples"],
+                     "encoder_graphed": r["encoder_graphed"], "hift_graphed": r["hift_graphed"]} for r in v]
                 for k, v in samples.items()},
     }
 
@@ -480,7 +533,8 @@ def main(argv=None) -> int:
     ap.add_argument("--warmup", type=int, default=2, help="unrecorded utterances per config first")
     ap.add_argument("--stream-warmup", type=int, default=None, help="the same for stream (default: --warmup)")
     ap.add_argument("--seed", type=int, default=1986)
-    ap.add_argument("--flows", default="eager,graph", help="estimator runs: eager, graph (CUDA graphs, flow-cuda-graph patch) or both")
+    ap.add_argument("--flows", default="eager,graph,graph-all",
+                    help="eager; graph (the estimator's CUDA graphs); graph-all (also the flow encoder's and HiFT's: the server's)")
     ap.add_argument("--graph-max-frames", type=int, default=1500, help="largest CUDA-graph bucket, in mel frames")
     ap.add_argument("--exact-steps", default="5", help="step counts of the graph-vs-eager exactness pass ('' skips it)")
     ap.add_argument("--parts-steps", default="5", help="step counts of the per-part timing pass ('' skips it)")
@@ -494,8 +548,8 @@ def main(argv=None) -> int:
     exact_steps = [int(x) for x in args.exact_steps.split(",") if x]
     parts_steps = [int(x) for x in args.parts_steps.split(",") if x]
     if any(s < 1 for s in steps + exact_steps + parts_steps) or not set(precisions) <= {"fp16", "bf16"} \
-            or not set(modes) <= {"nonstream", "stream"} or not flows or not set(flows) <= {"eager", "graph"}:
-        ap.error("steps >= 1, precisions from fp16,bf16, modes from nonstream,stream, flows from eager,graph")
+            or not set(modes) <= {"nonstream", "stream"} or not flows or not set(flows) <= {"eager", "graph", "graph-all"}:
+        ap.error("steps >= 1, precisions from fp16,bf16, modes from nonstream,stream, flows from eager,graph,graph-all")
     if args.graph_max_frames < 50 or args.graph_max_frames % 50:
         ap.error("--graph-max-frames must be a positive multiple of 50")
     if 10 not in steps:

@@ -108,6 +108,10 @@ def test_summary_and_ratios():
         "nonstream/fp16/5/eager": [{"total_s": 0.5, "first_s": 0.5, "est": [5]}, {"total_s": 0.7, "first_s": 0.7, "est": [5]}],
         "nonstream/bf16/10/eager": [{"total_s": 2.2, "first_s": 2.2, "est": [10]}],
         "nonstream/fp16/5/graph": [{"total_s": 0.15, "first_s": 0.15, "est": [5], "graphed": [5]}],
+        "stream/fp16/5/graph": [{"total_s": 0.6, "first_s": 0.08, "est": [5], "graphed": [5],
+                                 "encoder_graphed": 0, "hift_graphed": 0}],
+        "stream/fp16/5/graph-all": [{"total_s": 0.45, "first_s": 0.06, "est": [5], "graphed": [5],
+                                     "encoder_graphed": 9, "hift_graphed": 9}],
     }
     stats = db.summarize(samples, audio_s=10.0)
     assert stats["nonstream/fp16/10/eager"]["median_ms"] == 1100.0
@@ -119,10 +123,14 @@ def test_summary_and_ratios():
     assert r["bf16_over_fp16"]["nonstream/10"] == 2.0
     assert "nonstream/bf16/5" not in r["steps_over_base"]  # no bf16/5 sample: no ratio invented
     assert "nonstream/fp16/5/graph" not in r["steps_over_base"]  # no graph/10 sample either
-    assert r["graph_over_eager"] == {"nonstream/fp16/5": {"median": 0.25, "first_call": 0.25}}
+    assert r["graph_over_eager"] == {"nonstream/fp16/5": {"median": 0.25, "first_call": 0.25}}  # no stream eager
+    assert r["graph_all_over_graph"] == {"stream/fp16/5/graph-all": {"median": 0.75, "first_call": 0.75}}
+    assert stats["stream/fp16/5/graph-all"]["encoder_replays"] == [9] == stats["stream/fp16/5/graph-all"]["hift_replays"]
+    assert stats["nonstream/fp16/5/graph"]["encoder_replays"] == []  # not recorded: not invented
     table = db.markdown(stats, 10.0)
     assert "| nonstream | fp16 | 5 | eager | 2 | 600.0 |" in table
-    assert "| nonstream | fp16 | 5 | graph | 1 | 150.0 |" in table and table.rstrip().endswith("| [5] | [5] |")
+    assert "| nonstream | fp16 | 5 | graph | 1 | 150.0 |" in table
+    assert table.rstrip().endswith("| stream | fp16 | 5 | graph-all | 1 | 450.0 | 450.0-450.0 | 45.0 | 60.0 | [5] | [5] | [9] / [9] |")
 
 
 def test_errors_of_graph_against_eager():
