@@ -220,7 +220,7 @@ use_sizes() { # CLASS: each size from the environment, else from CLASS
 # with file:line. "measured" = on an H100 80GB, torch 2.11, 30bc57b patched, random weights
 # (results/2026-11-24-h100, results/2026-11-25-h100).
 MEM_LLM_FIXED_MIB=903    # LLM process beyond its tensors (CUDA context, cuBLAS, Triton): measured 6352 at start with the 24g sizes minus 5449 computed (2026-11-25; 867 on 2026-11-24)
-MEM_DECODE_MIB=2108      # decode process (flow + HiFT) serving 8 s requests, no TensorRT, no flow CUDA graphs: measured; with the graphs (0006) it measured 2860 at start, 2938 at peak, within the frame term below
+MEM_DECODE_MIB=2108      # decode process (flow + HiFT) serving 8 s requests, no TensorRT, no flow CUDA graphs: measured; with the estimator's graphs (0006) it measured 2860 at start, 2938 at peak, with the encoder's and HiFT's too (0006, 0007) 3536 and 3540 (2026-11-26, H200): within the frame and load terms below
 MEM_DECODE_LOAD_MIB=1929 # 30bc57b's decode start-up reads llm.pt (505.8 M fp32 parameters) onto the GPU, then drops it: from the code
 MEM_TRT_ENGINE_MIB=1024  # TensorRT estimator engine and its activations at 3000 mel frames: estimate (no TensorRT on the GPU machine)
 MEM_TRT_BUILD_MIB=4096   # building the plan on the first start: the builder's 4 GiB workspace limit: from the code
