@@ -418,20 +418,23 @@ def run(checkout: Path, model_dir: Path, steps: list[int], precisions: list[str]
                 "hift_graphed": replays_after[1] - replays_before[1]}
 
     def part_replays(mode, prec, flow) -> tuple[int, int]:
-        """How many calls of an utterance have a captured encoder / HiFT shape (graph-all): the encoder's
-        for the streaming chunks with look-ahead context, HiFT's wherever the chunk's mel and cache fit."""
+        """How many calls of an utterance should replay the encoder's / HiFT's graphs (graph-all), from
+        what the decode process sends, not from what was captured (a capture of the wrong shapes must show
+        here): the encoder for every streaming chunk with look-ahead context (the fp16 flow only); HiFT for
+        the first chunk's shapes (hop + prompt pad tokens, no cache) and the middle chunks' one (hop tokens
+        after the 8-frame mel cache, 3840 cached samples), wherever a call has one of them."""
         if flow != "graph-all":
             return 0, 0
         plan = ([{"prefix": n_tokens, "token_offset": 0, "finalize": True}] if mode == "nonstream"
                 else stream_schedule(n_tokens, prompt_tokens))
-        encoder = {key[:3] for key in part_graphs["encoder"]} if prec == "fp16" else set()
-        ratio, lookahead = base.flow.token_mel_ratio, base.flow.pre_lookahead_len
+        hift_shapes = {(2 * (HOP + pad), 0) for pad in range(HOP)} | {(2 * HOP + 8, 8 * 480)}
         n_encoder = n_hift = 0
         for i, c in enumerate(plan):
-            context = 0 if c["finalize"] else lookahead
-            n_encoder += (prompt_tokens + c["prefix"] - context, context, mode == "stream") in encoder
-            frames = ratio * (c["prefix"] - context - c["token_offset"]) + (base.mel_cache_len if i else 0)
-            n_hift += (frames, base.source_cache_len if i else 0) in part_graphs["hift"]
+            context = 0 if c["finalize"] else 3
+            n_encoder += (mode == "stream" and context and prec == "fp16"
+                          and (prompt_tokens + c["prefix"] - context) * 2 <= graph_max_frames)
+            frames = 2 * (c["prefix"] - context - c["token_offset"]) + (8 if i else 0)
+            n_hift += (frames, 8 * 480 if i else 0) in hift_shapes
         return n_encoder, n_hift
 
     samples: dict[str, list[dict]] = {}

@@ -199,13 +199,37 @@ def test_sync_free_hift_is_bit_identical_to_upstream_and_graphs_match_it(trees, 
     assert after["cache_intact"] is True
 
 
-def test_encoder_and_hift_capture_on_a_cpu_model_fails_cleanly(trees, tmp_path):
+def test_encoder_and_hift_capture_builds_the_keys_their_calls_look_up(trees, tmp_path):
+    """capture_cuda_graphs itself (examples, keys, warm-up, the per-graph eager check with the RNG state
+    restored) on the CPU, the CUDA calls replaced by stand-ins that record the captured call; then the
+    flow and HiFT on what it built, against eager."""
+    import torch
+
     _, _, patched = trees
     results = run_worker(patched, "capture_parts", tmp_path / "capture-parts.pt")
-    for part in ("encoder", "hift"):
-        assert results[f"{part}_error"], part
-        assert results[f"{part}_graphs_after_error"] == 0, part
-    assert results["eager_after_failure"] is True
+    assert results["encoder_keys"] == [(length, 3, True, torch.float32) for length in (25, 50, 75, 100, 125)]
+    assert results["hift_keys"] == sorted(HIFT_SHAPES)
+    # largest first into the one pool; each graph captured once, then checked against an eager call
+    assert results["encoder_order"] == [125, 100, 75, 50, 25] and results["hift_order"][0] == (98, 0)
+    assert results["checks"] == {"encoder": (5 + 5, 5), "hift": (2 * len(HIFT_SHAPES), len(HIFT_SHAPES))}
+    assert results["buffers_zero"] is True
+    for name, (graphed, eager) in results["flow"].items():
+        assert torch.equal(graphed, eager), name
+    assert results["encoder_replays"] == len(STREAM_PREFIXES)
+    for name, (graphed, eager) in results["hift"].items():
+        assert torch.equal(graphed[0], eager[0]) and torch.equal(graphed[1], eager[1]), name
+    assert results["hift_replays"] == 2  # the first and the middle chunk; the last one's shape has none
+    # a capture that fails part way keeps no graph, restores the stream, and the module stays eager
+    assert "injected" in results["failed_error"] and results["failed_graphs"] == 0
+    assert results["stream_restored"] is True and results["eager_after_failure"] is True
+
+
+def test_patched_encoder_still_scripts(trees, tmp_path):
+    """cosyvoice/bin/export_jit.py scripts the flow encoder (--load_jit loads the result): the graph replay
+    in its forward must stay out of TorchScript."""
+    _, unpatched, patched = trees
+    for tree in (unpatched, patched):
+        assert run_worker(tree, "script", tmp_path / f"script-{tree.name}.pt") == {"scripted": True}, tree.name
 
 
 def test_capture_on_a_cpu_model_fails_cleanly_and_the_flow_stays_eager(trees, tmp_path):
@@ -245,7 +269,7 @@ def worker(tree: str, task: str, out: str) -> None:
     warnings.filterwarnings("ignore")
     torch.set_num_threads(2)
     results = {"estimator": estimator_task, "cfm": cfm_task, "flow": flow_task, "capture": capture_task,
-               "hift": hift_task, "capture_parts": capture_parts_task}[task]()
+               "hift": hift_task, "capture_parts": capture_parts_task, "script": script_task}[task]()
     torch.save(results, out)
 
 
@@ -509,23 +533,162 @@ def hift_task() -> dict:
     return results
 
 
+# what CosyVoice2Model.load_cuda_graph asks of HiFT: the first chunk (hop 25 + a prompt pad of 0-24
+# tokens, no cache) and the middle chunks (hop after the 8 cached frames, 3840 cached samples)
+HIFT_SHAPES = [(50 + 2 * pad, 0) for pad in range(25)] + [(58, 3840)]
+
+
+class RecordedCapture:
+    """Stand-ins for the CUDA calls CudaGraphs.capture makes. `record(owner, fn)` wraps the captured
+    function so that a call inside `with torch.cuda.graph(graph)` becomes that graph's replay: the
+    function run again eagerly (its owner's graphs hidden) on the same inputs, into the same outputs."""
+
+    def __init__(self, fail_at=None):
+        import torch
+
+        self.current, self.order, self.fail_at, self.captures, self.stream = None, [], fail_at, 0, "default"
+        self.eager_calls = self.replays = 0
+        recorder = self
+
+        class Graph:
+            def __init__(self):
+                self.call = None
+
+            def replay(self):
+                recorder.replays += 1
+                owner, fn, args, kwargs, outputs = self.call
+                graphs, owner.graphs = owner.graphs, {}
+                try:
+                    results = fn(*args, **kwargs)
+                finally:
+                    owner.graphs = graphs
+                for output, result in zip(outputs, results):
+                    output.copy_(result)
+
+        class GraphContext:
+            def __init__(self, graph, pool=None):
+                self.graph = graph
+
+            def __enter__(self):
+                recorder.captures += 1
+                if recorder.captures == recorder.fail_at:
+                    raise RuntimeError("injected capture failure")
+                recorder.current, recorder.stream = self.graph, "capture"
+
+            def __exit__(self, *exc):
+                recorder.current = None
+
+        def set_stream(stream):
+            recorder.stream = "default" if stream is None else stream
+
+        self.stand_ins = {"CUDAGraph": Graph, "graph": GraphContext, "synchronize": lambda *a, **k: None,
+                          "memory_reserved": lambda *a, **k: 0, "graph_pool_handle": lambda: None,
+                          "current_stream": lambda *a, **k: None, "set_stream": set_stream,
+                          "get_rng_state": lambda *a, **k: torch.get_rng_state(),
+                          "set_rng_state": lambda state, *a, **k: torch.set_rng_state(state)}
+
+    def record(self, owner, fn):
+        def recorded(*args, **kwargs):
+            results = fn(*args, **kwargs)
+            self.eager_calls += self.current is None
+            if self.current is not None:
+                self.current.call = (owner, fn, args, kwargs, results)
+                self.order.append(tuple(args[0].shape[1:2]) if len(args) == 3 else (args[0].shape[2], args[1].shape[2]))
+            return results
+        return recorded
+
+    def __enter__(self):
+        import torch
+
+        self.saved = {name: getattr(torch.cuda, name) for name in self.stand_ins}
+        for name, value in self.stand_ins.items():
+            setattr(torch.cuda, name, value)
+        return self
+
+    def __exit__(self, *exc):
+        import torch
+
+        for name, value in self.saved.items():
+            setattr(torch.cuda, name, value)
+
+
 def capture_parts_task() -> dict:
-    """The encoder's and HiFT's capture on a CPU model: an error, and no graph kept."""
     import torch
 
-    hift, flow = make_hift(), make_flow()  # make_flow stubs the generator module: HiFT first
-    results = {}
-    for part, capture, graphs in (("encoder", lambda: flow.encoder.capture_cuda_graphs(512, [25, 50], 3, torch.float32), flow.encoder.cuda_graphs),
-                                  ("hift", lambda: hift.capture_cuda_graphs([(58, 3840)]), hift.cuda_graphs)):
+    hift, other, flow = make_hift(), make_hift(), make_flow()  # make_flow stubs the generator module: HiFT first
+    encoder, results = flow.encoder, {"checks": {}}
+    for part, module, name in (("encoder", encoder, "forward"), ("hift", hift, "spectrum")):
+        recorder = RecordedCapture()
+        setattr(module, name, recorder.record(module.cuda_graphs, getattr(module, name)))
+        with recorder:
+            if part == "encoder":
+                encoder.capture_cuda_graphs(512, range(25, 126, 25), 3, torch.float32)
+            else:
+                hift.capture_cuda_graphs(HIFT_SHAPES)
+        graphs = module.cuda_graphs.graphs
+        results[f"{part}_keys"] = sorted(graphs)
+        results[f"{part}_order"] = [o[0] for o in recorder.order] if part == "encoder" else recorder.order
+        # a warm-up per graph, then each graph's check: an eager call and a replay
+        results["checks"][part] = (recorder.eager_calls, recorder.replays)
+    results["buffers_zero"] = all(bool((b == 0).all()) for module in (encoder, hift)
+                                  for _, buffers, _ in module.cuda_graphs.graphs.values() for b in buffers
+                                  if b.is_floating_point())
+    # the flow with the encoder's graphs against eager (the estimator eager in both)
+    generator = torch.Generator().manual_seed(2)
+    tokens = torch.randint(0, 6561, (1, GENERATED_TOKENS), generator=generator, dtype=torch.int32)
+    prompt_token = torch.randint(0, 6561, (1, PROMPT_TOKENS), generator=generator, dtype=torch.int32)
+    prompt_feat = torch.randn(1, 2 * PROMPT_TOKENS, 80, generator=generator)
+    embedding = torch.randn(1, 192, generator=generator)
+
+    def run(prefix, streaming, finalize):
+        mel, _ = flow.inference(token=tokens[:, :prefix], token_len=torch.tensor([prefix], dtype=torch.int32),
+                                prompt_token=prompt_token, prompt_token_len=torch.tensor([PROMPT_TOKENS], dtype=torch.int32),
+                                prompt_feat=prompt_feat, prompt_feat_len=torch.tensor([2 * PROMPT_TOKENS], dtype=torch.int32),
+                                embedding=embedding, streaming=streaming, finalize=finalize)
+        return mel
+
+    graphed = {name: run(p, s, f) for name, p, s, f in flow_calls()}
+    results["encoder_replays"] = encoder.cuda_graphs.replays
+    saved, encoder.cuda_graphs.graphs = encoder.cuda_graphs.graphs, {}
+    results["flow"] = {name: (graphed[name], run(p, s, f)) for name, p, s, f in flow_calls()}
+    # HiFT's calls of one request, graphed and eager, the RNG seeded per call
+    mels = {name: torch.randn(1, 80, frames, generator=generator) * 2 - 4 for name, frames, _ in HIFT_CALLS}
+
+    def request():
+        out, cache = {}, torch.zeros(1, 1, 0)
+        for i, (name, _, cached) in enumerate(HIFT_CALLS):
+            torch.manual_seed(100 + i)
+            speech, source = hift.inference(speech_feat=mels[name], cache_source=cache[:, :, -cached:] if cached else torch.zeros(1, 1, 0))
+            out[name] = (speech.clone(), source)
+            cache = source[:, :, -3840:]
+        return out
+
+    graphed = request()
+    results["hift_replays"] = hift.cuda_graphs.replays
+    hift.cuda_graphs.graphs = {}
+    eager = request()
+    results["hift"] = {name: (graphed[name], eager[name]) for name in graphed}
+    # a capture that fails at its third graph
+    recorder = RecordedCapture(fail_at=3)
+    other.spectrum = recorder.record(other.cuda_graphs, other.spectrum)
+    with recorder:
         try:
-            capture()
-            results[f"{part}_error"] = ""
-        except (RuntimeError, AssertionError) as error:  # AssertionError: a torch built without CUDA
-            results[f"{part}_error"] = str(error) or type(error).__name__
-        results[f"{part}_graphs_after_error"] = len(graphs.graphs)
-    speech, _ = hift.inference(speech_feat=torch.randn(1, 80, 58), cache_source=torch.zeros(1, 1, 3840))
-    results["eager_after_failure"] = bool(speech.shape == (1, 58 * 480) and hift.cuda_graphs.replays == 0)
+            other.capture_cuda_graphs(HIFT_SHAPES)
+            results["failed_error"] = ""
+        except RuntimeError as error:
+            results["failed_error"] = str(error)
+    results["failed_graphs"] = len(other.cuda_graphs.graphs)
+    results["stream_restored"] = recorder.stream == "default"
+    speech, _ = other.inference(speech_feat=torch.randn(1, 80, 58), cache_source=torch.zeros(1, 1, 3840))
+    results["eager_after_failure"] = bool(speech.shape == (1, 58 * 480) and other.cuda_graphs.replays == 0)
     return results
+
+
+def script_task() -> dict:
+    import torch
+
+    torch.jit.script(make_flow().encoder)
+    return {"scripted": True}
 
 
 def capture_task() -> dict:
