@@ -418,10 +418,10 @@ def flow_calls():
             + [(f"stream{len(STREAM_PREFIXES)}", GENERATED_TOKENS, True, True)])
 
 
-def flow_task() -> dict:
+def flow_runner(flow):
+    """run(prefix, streaming, finalize) -> mel: flow.inference on fixed random tokens, prompt and speaker."""
     import torch
 
-    flow = make_flow()
     generator = torch.Generator().manual_seed(2)
     tokens = torch.randint(0, 6561, (1, GENERATED_TOKENS), generator=generator, dtype=torch.int32)
     prompt_token = torch.randint(0, 6561, (1, PROMPT_TOKENS), generator=generator, dtype=torch.int32)
@@ -435,7 +435,14 @@ def flow_task() -> dict:
                                 prompt_feat=prompt_feat, prompt_feat_len=torch.tensor([2 * PROMPT_TOKENS], dtype=torch.int32),
                                 embedding=embedding, streaming=streaming, finalize=finalize)
         return mel
+    return run
 
+
+def flow_task() -> dict:
+    import torch
+
+    flow = make_flow()
+    run = flow_runner(flow)
     results = {"eager": {name: run(p, s, f) for name, p, s, f in flow_calls()}}
     if hasattr(flow.decoder, "graphs"):
         install_stand_in_graphs(flow.decoder, 250, torch.float32)
@@ -499,23 +506,36 @@ def make_hift():
                          f0_predictor=ConvRNNF0Predictor(num_class=1, in_channels=80, cond_channels=64)).eval()
 
 
-def hift_task() -> dict:
-    """token2wav's HiFT calls of one streaming request, the RNG seeded per call: eagerly, then (patched)
-    with stand-in graphs of the first two shapes."""
+def hift_mels() -> dict:
     import torch
 
-    hift = make_hift()
     generator = torch.Generator().manual_seed(4)
-    mels = {name: torch.randn(1, 80, frames, generator=generator) * 2 - 4 for name, frames, _ in HIFT_CALLS}
+    return {name: torch.randn(1, 80, frames, generator=generator) * 2 - 4 for name, frames, _ in HIFT_CALLS}
+
+
+def hift_request(hift, mels) -> dict:
+    """token2wav's HiFT calls of one streaming request (HIFT_CALLS), the RNG seeded per call:
+    name -> (waveform, source)."""
+    import torch
+
+    out, cache = {}, torch.zeros(1, 1, 0)
+    for i, (name, _, cached) in enumerate(HIFT_CALLS):
+        torch.manual_seed(100 + i)
+        speech, source = hift.inference(speech_feat=mels[name], cache_source=cache[:, :, -cached:] if cached else torch.zeros(1, 1, 0))
+        out[name] = (speech.clone(), source)
+        cache = source[:, :, -3840:]  # a view, as token2wav keeps it
+    return out
+
+
+def hift_task() -> dict:
+    """HiFT's calls of one streaming request: eagerly, then (patched) with stand-in graphs of the first
+    two shapes."""
+    import torch
+
+    hift, mels = make_hift(), hift_mels()
 
     def request():
-        out, cache = {}, torch.zeros(1, 1, 0)
-        for i, (name, _, cached) in enumerate(HIFT_CALLS):
-            torch.manual_seed(100 + i)
-            speech, source = hift.inference(speech_feat=mels[name], cache_source=cache[:, :, -cached:] if cached else torch.zeros(1, 1, 0))
-            out[name] = (speech.clone(), source)
-            cache = source[:, :, -3840:]  # a view, as token2wav keeps it
-        return out
+        return hift_request(hift, mels)
 
     results = {"eager": request()}
     if hasattr(hift, "cuda_graphs"):
@@ -634,39 +654,17 @@ def capture_parts_task() -> dict:
                                   for _, buffers, _ in module.cuda_graphs.graphs.values() for b in buffers
                                   if b.is_floating_point())
     # the flow with the encoder's graphs against eager (the estimator eager in both)
-    generator = torch.Generator().manual_seed(2)
-    tokens = torch.randint(0, 6561, (1, GENERATED_TOKENS), generator=generator, dtype=torch.int32)
-    prompt_token = torch.randint(0, 6561, (1, PROMPT_TOKENS), generator=generator, dtype=torch.int32)
-    prompt_feat = torch.randn(1, 2 * PROMPT_TOKENS, 80, generator=generator)
-    embedding = torch.randn(1, 192, generator=generator)
-
-    def run(prefix, streaming, finalize):
-        mel, _ = flow.inference(token=tokens[:, :prefix], token_len=torch.tensor([prefix], dtype=torch.int32),
-                                prompt_token=prompt_token, prompt_token_len=torch.tensor([PROMPT_TOKENS], dtype=torch.int32),
-                                prompt_feat=prompt_feat, prompt_feat_len=torch.tensor([2 * PROMPT_TOKENS], dtype=torch.int32),
-                                embedding=embedding, streaming=streaming, finalize=finalize)
-        return mel
-
+    run = flow_runner(flow)
     graphed = {name: run(p, s, f) for name, p, s, f in flow_calls()}
     results["encoder_replays"] = encoder.cuda_graphs.replays
-    saved, encoder.cuda_graphs.graphs = encoder.cuda_graphs.graphs, {}
+    encoder.cuda_graphs.graphs = {}
     results["flow"] = {name: (graphed[name], run(p, s, f)) for name, p, s, f in flow_calls()}
     # HiFT's calls of one request, graphed and eager, the RNG seeded per call
-    mels = {name: torch.randn(1, 80, frames, generator=generator) * 2 - 4 for name, frames, _ in HIFT_CALLS}
-
-    def request():
-        out, cache = {}, torch.zeros(1, 1, 0)
-        for i, (name, _, cached) in enumerate(HIFT_CALLS):
-            torch.manual_seed(100 + i)
-            speech, source = hift.inference(speech_feat=mels[name], cache_source=cache[:, :, -cached:] if cached else torch.zeros(1, 1, 0))
-            out[name] = (speech.clone(), source)
-            cache = source[:, :, -3840:]
-        return out
-
-    graphed = request()
+    mels = hift_mels()
+    graphed = hift_request(hift, mels)
     results["hift_replays"] = hift.cuda_graphs.replays
     hift.cuda_graphs.graphs = {}
-    eager = request()
+    eager = hift_request(hift, mels)
     results["hift"] = {name: (graphed[name], eager[name]) for name in graphed}
     # a capture that fails at its third graph
     recorder = RecordedCapture(fail_at=3)
