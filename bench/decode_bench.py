@@ -162,6 +162,11 @@ def errors(reference, other) -> dict:
             "rel_l2": float(np.linalg.norm(got - ref)) / norm if norm else None}
 
 
+def graph_key_tag(flow: str) -> str:
+    """The flow's part of a graph-vs-base key: none for the estimator-only "graph", as before graph-all."""
+    return "" if flow == "graph" else f"/{flow}"
+
+
 def graph_ratios(stats: dict[str, dict], base_flow: str = "eager") -> dict:
     """graph flow / base_flow median per mode, precision and steps, where both were run. Keys of the
     estimator-only flow ("graph") have no flow part, as before graph-all existed."""
@@ -170,7 +175,7 @@ def graph_ratios(stats: dict[str, dict], base_flow: str = "eager") -> dict:
         mode, prec, steps, flow = name.split("/")
         base = stats.get(name_of(mode, prec, int(steps), base_flow))
         if flow not in ("eager", base_flow) and base and base["median_ms"]:
-            out[f"{mode}/{prec}/{steps}" + ("" if flow == "graph" else f"/{flow}")] = {
+            out[f"{mode}/{prec}/{steps}{graph_key_tag(flow)}"] = {
                 "median": round(cur["median_ms"] / base["median_ms"], 4),
                 "first_call": round(cur["first_call_median_ms"] / base["first_call_median_ms"], 4)}
     return out
@@ -382,6 +387,10 @@ def run(checkout: Path, model_dir: Path, steps: list[int], precisions: list[str]
 
     counter = {"rid": 0}
 
+    def part_replay_counts(model) -> list[int]:
+        """The encoder's and HiFT's graph replays so far (0 where the checkout has none)."""
+        return [g.replays for g in (model.flow.encoder.cuda_graphs, model.hift.cuda_graphs)] if parts_supported else [0, 0]
+
     def utterance(mode, prec, s, flow, seeded=False, tokens=None):
         tokens = tokens or n_tokens
         model = variants[prec]
@@ -393,7 +402,7 @@ def run(checkout: Path, model_dir: Path, steps: list[int], precisions: list[str]
         if parts_supported:
             model.flow.encoder.cuda_graphs.graphs = part_graphs["encoder"] if flow == "graph-all" and prec == "fp16" else {}
             model.hift.cuda_graphs.graphs = part_graphs["hift"] if flow == "graph-all" else {}
-        replays_before = [g.replays for g in (model.flow.encoder.cuda_graphs, model.hift.cuda_graphs)] if parts_supported else [0, 0]
+        replays_before = part_replay_counts(model)
         counter["rid"] += 1
         rid = counter["rid"]
         torch.cuda.synchronize()
@@ -412,7 +421,7 @@ def run(checkout: Path, model_dir: Path, steps: list[int], precisions: list[str]
                 wavs.append(wav)
                 samples += wav.shape[0]
             model.hift_cache_dict.pop(rid, None)  # model_rpc.forward pops after the final call
-        replays_after = [g.replays for g in (model.flow.encoder.cuda_graphs, model.hift.cuda_graphs)] if parts_supported else [0, 0]
+        replays_after = part_replay_counts(model)
         return {"total_s": sum(calls), "first_s": calls[0], "calls_s": calls, "est": ests, "graphed": replayed,
                 "samples": samples, "wavs": wavs, "encoder_graphed": replays_after[0] - replays_before[0],
                 "hift_graphed": replays_after[1] - replays_before[1]}
@@ -468,7 +477,7 @@ def run(checkout: Path, model_dir: Path, steps: list[int], precisions: list[str]
                         runs[label] = (probe["mel"], res["wavs"])
                         probe["mel"] = None
                     for flow in ("eager-again",) + graph_flows:
-                        exactness[f"{mode}/{prec}/{s}{tag}" + ("" if flow == "graph" else f"/{flow}")] = [
+                        exactness[f"{mode}/{prec}/{s}{tag}{graph_key_tag(flow)}"] = [
                             {"mel": errors(me, mg), "wav": errors(we, wg), "frames": int(me.shape[-1])}
                             for me, mg, we, wg in zip(runs["eager"][0], runs[flow][0], runs["eager"][1], runs[flow][1])]
         log("[decode] exactness pass done")

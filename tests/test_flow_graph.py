@@ -458,21 +458,26 @@ def flow_task() -> dict:
     return results
 
 
+def replay_eagerly(owner, fn, args, kwargs, outputs) -> None:
+    """What a CUDA graph of CudaGraphs does on replay, done eagerly: the captured function (its owner's
+    graphs hidden, so it does not replay itself) on the graph's buffers, into the graph's outputs."""
+    graphs, owner.graphs = owner.graphs, {}
+    try:
+        results = fn(*args, **kwargs)
+    finally:
+        owner.graphs = graphs
+    for output, result in zip(outputs, results):
+        output.copy_(result)
+
+
 class FunctionStandIn:
-    """Stands in for a CUDA graph captured by CudaGraphs: replay() runs the captured function eagerly (its
-    owner's graphs hidden) on the graph's buffers and copies the results into the graph's outputs."""
+    """Stands in for a CUDA graph installed directly into CudaGraphs (key -> graph, buffers, outputs)."""
 
     def __init__(self, owner, fn, buffers, outputs, counter):
         self.owner, self.fn, self.buffers, self.outputs, self.counter = owner, fn, buffers, outputs, counter
 
     def replay(self):
-        graphs, self.owner.graphs = self.owner.graphs, {}
-        try:
-            results = self.fn(*self.buffers)
-        finally:
-            self.owner.graphs = graphs
-        for output, result in zip(self.outputs, results):
-            output.copy_(result)
+        replay_eagerly(self.owner, self.fn, self.buffers, {}, self.outputs)
         self.counter["n"] += 1
 
 
@@ -576,14 +581,7 @@ class RecordedCapture:
 
             def replay(self):
                 recorder.replays += 1
-                owner, fn, args, kwargs, outputs = self.call
-                graphs, owner.graphs = owner.graphs, {}
-                try:
-                    results = fn(*args, **kwargs)
-                finally:
-                    owner.graphs = graphs
-                for output, result in zip(outputs, results):
-                    output.copy_(result)
+                replay_eagerly(*self.call)
 
         class GraphContext:
             def __init__(self, graph, pool=None):
